@@ -1,0 +1,62 @@
+"""A reading: what a driver returns and what the spool stores.
+
+A reading is one InfluxDB point: a measurement, tags (always ``sensor`` and ``unit``), fields and a UTC
+timestamp in nanoseconds. Line protocol encoding lives here so that every writer and test shares one
+definition (https://docs.influxdata.com/influxdb/v1/write_protocols/line_protocol_reference/).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+FieldValue = float | int | bool | str
+
+_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n"})
+_TAG_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\=", "\n": r"\n"})
+
+
+def now_ns() -> int:
+    """The current UTC time in nanoseconds since the epoch."""
+    return time.time_ns()
+
+
+@dataclass(slots=True)
+class Reading:
+    measurement: str
+    fields: dict[str, FieldValue]
+    tags: dict[str, str] = field(default_factory=dict)
+    time_ns: int = field(default_factory=now_ns)
+
+    def to_line(self) -> str:
+        """Encode as one line of InfluxDB line protocol (nanosecond precision)."""
+        return encode_line(self.measurement, self.tags, self.fields, self.time_ns)
+
+
+def _field(value: FieldValue) -> str:
+    # bool before int: bool is a subclass of int.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"field value {value!r} is not a finite number")
+        return repr(value)
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def encode_line(measurement: str, tags: dict[str, str], fields: dict[str, FieldValue], time_ns: int) -> str:
+    if not fields:
+        raise ValueError(f"reading for {measurement!r} has no fields")
+    parts = [measurement.translate(_MEASUREMENT_ESCAPES)]
+    # Sorted tags are what InfluxDB recommends for write performance, and make output deterministic.
+    for key in sorted(tags):
+        value = tags[key]
+        if value == "":
+            continue  # line protocol has no empty tag values
+        parts.append(f"{key.translate(_TAG_ESCAPES)}={value.translate(_TAG_ESCAPES)}")
+    field_set = ",".join(f"{k.translate(_TAG_ESCAPES)}={_field(v)}" for k, v in fields.items())
+    return f"{','.join(parts)} {field_set} {time_ns}"
