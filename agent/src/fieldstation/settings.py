@@ -1,0 +1,78 @@
+"""The agent's host settings: where the spool lives and which servers receive the readings.
+
+Sensors live in ``config.py``; everything about the host lives in the Ansible inventory, which renders
+``/etc/fieldstation/agent.toml`` (0600, it may hold sink credentials). Without that file the embedded
+defaults apply: a spool under ``/var/lib/fieldstation`` and one sink, the local InfluxDB.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from fieldstation.loader import ConfigError
+
+DEFAULT_SETTINGS = Path("/etc/fieldstation/agent.toml")
+STATE_DIR = Path("/var/lib/fieldstation")
+
+
+def _http_url(v: str) -> str:
+    if not v.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return v.rstrip("/")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SinkSettings(_Strict):
+    """A server that accepts InfluxDB's ``/write`` (InfluxDB 1.x, 2/3 v1 API, VictoriaMetrics)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Names this sink's cursor over the spool.")
+    url: Annotated[str, AfterValidator(_http_url)] = Field("http://127.0.0.1:8086", description="Base URL.")
+    database: str = Field("fieldstation", description="db= parameter (a bucket name through InfluxDB 2's v1 API).")
+    retention_policy: str | None = Field(None, description="rp= parameter; None writes to the default policy.")
+    username: str | None = Field(None, description="Basic-auth user (InfluxDB 1.x auth).")
+    password: SecretStr | None = Field(None, description="Basic-auth password.")
+    token: SecretStr | None = Field(None, description="Sent as 'Authorization: Token …' (InfluxDB 2/3).")
+    batch_size: int = Field(5000, ge=1, le=100_000, description="Points per POST.")
+    timeout: float = Field(10.0, gt=0, description="Seconds per HTTP request.")
+
+
+class SpoolSettings(_Strict):
+    path: Path = Field(STATE_DIR / "spool.db", description="SQLite spool, on the data drive.")
+    max_bytes: int = Field(1 << 30, ge=1 << 20, description="Disk budget; oldest readings dropped beyond it.")
+    commit_interval: float = Field(0.2, gt=0, le=10, description="Seconds between spool commits.")
+
+
+class AgentSettings(_Strict):
+    config: Path = Field(Path("/etc/fieldstation/config.py"), description="The sensors' config.py.")
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
+    sinks: list[SinkSettings] = Field(default_factory=lambda: [SinkSettings(name="local")], min_length=1)
+    health_interval: float = Field(10.0, ge=1, description="Seconds between the agent's own health readings.")
+    state_file: Path = Field(STATE_DIR / "state.json", description="Live state for `fieldstation sensors`.")
+
+
+def load_settings(path: Path | None) -> AgentSettings:
+    """Read agent.toml; ``None`` means the default path if it exists, else the embedded defaults."""
+    if path is None:
+        if not DEFAULT_SETTINGS.exists():
+            return AgentSettings()
+        path = DEFAULT_SETTINGS
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    try:
+        return AgentSettings.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{path}: {loc}: {msg}") from None
