@@ -59,6 +59,7 @@ class SensorState:
     last_ok: float | None = None  # monotonic
     last_fields: dict[str, Any] = field(default_factory=dict)
     last_error: str | None = None
+    last_exception: BaseException | None = None
     started: float = 0.0
     opened: bool = False
     busy: bool = False  # a blocking read that timed out has not returned yet
@@ -223,6 +224,7 @@ class Scheduler:
             raise
         except Exception as exc:
             st.errors += 1
+            st.last_exception = exc
             if isinstance(exc, TimeoutError):
                 st.timeouts += 1
                 msg = f"read timed out after {sensor.read_timeout:g} s"

@@ -39,7 +39,9 @@ class Simulated(Sensor):
     driver: ClassVar[str] = "simulated"
 
     signal: Signal = Field("sine", description="Waveform: constant, sine, ramp, step or random_walk.")
-    value: float = Field(20.0, description="Base value (the constant, the centre of the sine, the walk's start).")
+    value: float | dict[str, float] = Field(
+        20.0, description="Base value (the constant, the sine's centre, the walk's start), or one per field."
+    )
     amplitude: float = Field(1.0, description="Amplitude of the sine, ramp and step; step size of the walk.")
     period: float = Field(60.0, gt=0, description="Period of sine, ramp and step, in seconds.")
     fields: list[str] = Field(default_factory=lambda: ["value"], min_length=1, description="Field names; >1 for a multi-value device.")
@@ -50,25 +52,27 @@ class Simulated(Sensor):
 
     _t0: float = PrivateAttr(default_factory=time.monotonic)
     _n: int = PrivateAttr(default=0)
-    _walk: float | None = PrivateAttr(default=None)
+    _walk: dict[str, float] = PrivateAttr(default_factory=dict)
     _rng: random.Random = PrivateAttr(default_factory=random.Random)
 
     def model_post_init(self, context: object, /) -> None:
         super().model_post_init(context)
         self._rng = random.Random(self.seed)
 
-    def _signal(self) -> float:
+    def _signal(self, field_name: str) -> float:
+        base = self.value.get(field_name, 0.0) if isinstance(self.value, dict) else self.value
         t = time.monotonic() - self._t0
         if self.signal == "constant":
-            return self.value
+            return base
         if self.signal == "sine":
-            return self.value + self.amplitude * math.sin(2 * math.pi * t / self.period)
+            return base + self.amplitude * math.sin(2 * math.pi * t / self.period)
         if self.signal == "ramp":
-            return self.value + self.amplitude * ((t / self.period) % 1.0)
+            return base + self.amplitude * ((t / self.period) % 1.0)
         if self.signal == "step":
-            return self.value + (self.amplitude if (t / self.period) % 1.0 >= 0.5 else 0.0)
-        self._walk = (self.value if self._walk is None else self._walk) + self._rng.gauss(0.0, self.amplitude)
-        return self._walk
+            return base + (self.amplitude if (t / self.period) % 1.0 >= 0.5 else 0.0)
+        walk = self._walk.get(field_name, base) + self._rng.gauss(0.0, self.amplitude)
+        self._walk[field_name] = walk
+        return walk
 
     def _faulty(self) -> Fault:
         n = self._n
@@ -80,10 +84,8 @@ class Simulated(Sensor):
     def _sample(self, fault: Fault) -> dict[str, object]:
         if fault == "raise":
             raise SensorError("simulated failure")
-        base = self._signal()
         out: dict[str, object] = {}
-        for i, name in enumerate(self.fields):
-            x = base + i * self.amplitude
+        for name in self.fields:
             if fault == "nan":
                 out[name] = math.nan
             elif fault == "out_of_range":
@@ -91,7 +93,7 @@ class Simulated(Sensor):
             elif fault == "garbage":
                 out[name] = None
             else:
-                out[name] = x
+                out[name] = self._signal(name)
         return out
 
     async def read(self) -> dict[str, object]:

@@ -1,0 +1,297 @@
+"""``fieldstation``: the one command-line entry point.
+
+Every user mistake ends in one line on stderr and exit code 2; tracebacks only with ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fieldstation import __version__
+from fieldstation.loader import DEFAULT_CONFIG, ConfigError, load_sensors
+from fieldstation.reading import Reading
+from fieldstation.sensor import Sensor
+from fieldstation.settings import AgentSettings, load_settings
+
+EXAMPLE_CONFIG = Path(__file__).with_name("example_config.py")
+EXIT_USAGE = 2
+
+
+def _setup_logging(level: str) -> None:
+    # journald adds the timestamp and unit; keep lines short and parseable.
+    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _settings(args: argparse.Namespace) -> AgentSettings:
+    settings = load_settings(args.settings)
+    if getattr(args, "config", None):
+        settings.config = Path(args.config)
+    return settings
+
+
+def _format_fields(r: Reading) -> str:
+    unit = r.tags.get("unit", "")
+    parts = []
+    for k, v in r.fields.items():
+        shown = f"{v:.4g}" if isinstance(v, float) else str(v)
+        parts.append(f"{k}={shown}")
+    return " ".join(parts) + (f" {unit}" if unit else "")
+
+
+def print_readings(readings: list[Reading]) -> None:
+    for r in readings:
+        stamp = datetime.fromtimestamp(r.time_ns / 1e9).strftime("%H:%M:%S.%f")[:-3]
+        print(f"{stamp}  {r.tags.get('sensor', '?'):<18} {_format_fields(r)}", flush=True)
+
+
+def _driver(s: Sensor) -> str:
+    return type(s).driver or type(s).__name__
+
+
+# -- commands -------------------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    if args.settings is not None:
+        load_settings(args.settings)
+    sensors = load_sensors(args.path)
+    drivers = sorted({_driver(s) for s in sensors})
+    print(f"{args.path}: OK, {len(sensors)} sensors ({', '.join(drivers)})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fieldstation.agent import Agent
+
+    settings = _settings(args)
+    sensors = load_sensors(settings.config)
+    return Agent(settings, sensors, on_readings=print_readings if args.print else None).run_forever()
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    from fieldstation.scheduler import Scheduler
+
+    sensors = load_sensors(args.config or DEFAULT_CONFIG)
+    sched = Scheduler(sensors, lambda _: None)
+    timings: dict[str, list[float]] = {s.name: [] for s in sensors}
+    failures: dict[str, list[str]] = {s.name: [] for s in sensors}
+
+    async def passes() -> None:
+        loop = asyncio.get_running_loop()
+        for st in sched.states.values():
+            st.started = loop.time()
+        try:
+            for n in range(args.n):
+                for st in sched.states.values():
+                    st.retry_at = 0.0  # `once` retries every pass: no backoff between passes
+
+                async def one(name: str) -> list[Reading]:
+                    st = sched.states[name]
+                    errors_before = st.errors
+                    t0 = time.perf_counter()
+                    readings = await sched.read_once(st)
+                    timings[name].append(time.perf_counter() - t0)
+                    if st.errors > errors_before:
+                        failures[name].append(st.last_error or "error")
+                        print(f"pass {n + 1}  {name:<18} ERROR {st.last_error}", flush=True)
+                        if args.verbose and st.last_exception is not None:
+                            traceback.print_exception(st.last_exception)
+                    return readings
+
+                results = await asyncio.gather(*(one(s.name) for s in sensors))
+                for readings in results:
+                    print_readings(readings)
+        finally:
+            await sched._close_all()
+
+    asyncio.run(passes())
+    if args.timing:
+        print()
+        print(f"{'sensor':<18} {'driver':<12} {'reads':>5} {'errors':>6} {'min ms':>8} {'mean ms':>8} {'max ms':>8}")
+        for s in sensors:
+            t = timings[s.name]
+            ms = [x * 1000 for x in t] or [0.0]
+            print(
+                f"{s.name:<18} {_driver(s):<12} {len(t):>5} {len(failures[s.name]):>6} "
+                f"{min(ms):>8.2f} {sum(ms) / len(ms):>8.2f} {max(ms):>8.2f}"
+            )
+    return 1 if any(len(f) == args.n for f in failures.values()) else 0
+
+
+def _read_state(path: Path) -> dict[str, Any] | None:
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return state
+
+
+def cmd_sensors(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    sensors = load_sensors(settings.config)
+    state = _read_state(settings.state_file) or {}
+    live = state.get("sensors", {})
+    age = time.time() - state.get("time", 0)
+    fresh = age < max(3 * settings.health_interval, 30)
+    print(f"{'sensor':<18} {'driver':<10} {'interval':>8}  {'state':<11} last value")
+    for s in sensors:
+        info = live.get(s.name, {}) if fresh else {}
+        last = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.get("last", {}).items())
+        unit = s.unit if isinstance(s.unit, str) else ",".join(f"{k}:{v}" for k, v in s.unit.items())
+        shown_state = info.get("state", "not running" if not fresh else "unknown")
+        print(f"{s.name:<18} {_driver(s):<10} {s.interval:>7g}s  {shown_state:<11} {last} {unit}".rstrip())
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from fieldstation.spool import Spool
+
+    settings = load_settings(args.settings)
+    if not settings.spool.path.exists():
+        raise ConfigError(f"{settings.spool.path}: no spool yet (has the agent run?)")
+    spool = Spool(settings.spool.path, max_bytes=settings.spool.max_bytes)
+    state = _read_state(settings.state_file) or {}
+    sinks_state = state.get("sinks", {})
+    rows = []
+    for sink in settings.sinks:
+        b = spool.backlog(sink.name)
+        live = sinks_state.get(sink.name, {})
+        rows.append(
+            {
+                "sink": sink.name,
+                "url": sink.url,
+                "depth": b.depth,
+                "oldest_unsent_age_s": round(b.oldest_age_s, 3),
+                "last_success": b.last_success_ns / 1e9 if b.last_success_ns else None,
+                "last_error": live.get("last_error"),
+            }
+        )
+    report = {"spool": str(settings.spool.path), "bytes": spool.used_bytes(), "dropped": spool.counter("dropped"), "sinks": rows}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"spool {report['spool']}: {report['bytes'] / 1e6:.1f} MB, {report['dropped']} points dropped over budget")
+    print(f"{'sink':<12} {'depth':>8} {'oldest unsent':>14}  {'last successful write':<22} error")
+    for r in rows:
+        last = datetime.fromtimestamp(r["last_success"]).isoformat(" ", "seconds") if r["last_success"] else "never"
+        print(f"{r['sink']:<12} {r['depth']:>8} {r['oldest_unsent_age_s']:>13.1f}s  {last:<22} {r['last_error'] or ''}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The embedded defaults: the example config of simulated sensors, a throwaway InfluxDB, live readings."""
+    from fieldstation.agent import Agent
+    from fieldstation.influxd import LocalInfluxd
+    from fieldstation.settings import SinkSettings, SpoolSettings
+
+    sensors = load_sensors(args.config or EXAMPLE_CONFIG)
+    influx = LocalInfluxd().start()
+    try:
+        influx.query("CREATE DATABASE fieldstation")
+        work = Path(tempfile.mkdtemp(prefix="fieldstation-demo-"))
+        settings = AgentSettings(
+            config=Path(args.config or EXAMPLE_CONFIG),
+            spool=SpoolSettings(path=work / "spool.db"),
+            sinks=[SinkSettings(name="local", url=influx.url, database="fieldstation")],
+            state_file=work / "state.json",
+        )
+        print(f"InfluxDB {influx.url} (database fieldstation), spool {work}; Ctrl-C stops.", flush=True)
+        agent = Agent(settings, sensors, on_readings=print_readings)
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            import signal
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            if args.duration:
+                loop.call_later(args.duration, stop.set)
+            await agent.run(stop)
+
+        asyncio.run(main())
+        count = influx.rows("SELECT count(*) FROM /.*/", "fieldstation")
+        stored = sum(v for row in count for k, v in row.items() if k.startswith("count_") and v)
+        print(f"stopped: {agent.acknowledged} readings acknowledged; InfluxDB holds {stored} field values.")
+    finally:
+        influx.cleanup()
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fieldstation", description="Fieldstation acquisition agent.")
+    p.add_argument("--version", action="version", version=f"fieldstation {__version__}")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("-v", "--verbose", action="store_true", help="full tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    settings_help = "agent settings (default /etc/fieldstation/agent.toml, else embedded defaults)"
+    sp = add("run", cmd_run, "Run the service: read sensors, spool, write to the sinks.")
+    sp.add_argument("--config", type=Path, help="config.py (default: from the settings)")
+    sp.add_argument("--settings", type=Path, help=settings_help)
+    sp.add_argument("--print", action="store_true", help="also print every reading")
+
+    sp = add("once", cmd_once, "Read every sensor N times and print the readings (nothing is stored).")
+    sp.add_argument("config", nargs="?", type=Path, help=f"config.py (default {DEFAULT_CONFIG})")
+    sp.add_argument("-n", type=int, default=1, help="passes (default 1)")
+    sp.add_argument("--timing", action="store_true", help="print a per-sensor timing table")
+    sp.add_argument("--verbose", action="store_true", help="full tracebacks for failing sensors")
+
+    sp = add("check", cmd_check, "Load and validate config.py.")
+    sp.add_argument("path", nargs="?", type=Path, default=DEFAULT_CONFIG, help=f"config.py (default {DEFAULT_CONFIG})")
+    sp.add_argument("--settings", type=Path, help="also validate this agent.toml")
+
+    sp = add("sensors", cmd_sensors, "Table of sensors: interval, state, last value.")
+    sp.add_argument("--config", type=Path)
+    sp.add_argument("--settings", type=Path, help=settings_help)
+
+    sp = add("status", cmd_status, "Spool depth, per-sink state and last successful write.")
+    sp.add_argument("--settings", type=Path, help=settings_help)
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("demo", cmd_demo, "Run the example config against a throwaway local InfluxDB, printing live readings.")
+    sp.add_argument("--config", type=Path, help="another config.py to demo")
+    sp.add_argument("--duration", type=float, help="stop after this many seconds")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        rc: int = args.fn(args)
+    except ConfigError as exc:
+        print(f"fieldstation: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.verbose:
+            raise
+        print(f"fieldstation {args.command}: {type(exc).__name__}: {exc} (--verbose shows the traceback)", file=sys.stderr)
+        return 1
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
