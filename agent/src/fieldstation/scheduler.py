@@ -125,6 +125,7 @@ class Scheduler:
         self.states = {s.name: SensorState(s) for s in sensors}
         self._executors: dict[str, BusWorker] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
 
     # -- running -------------------------------------------------------------------------------------
 
@@ -138,9 +139,14 @@ class Scheduler:
         try:
             await stop.wait()
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            self._stopping = True
+            # Cancel until every task is done: on Python 3.11 asyncio.wait_for can swallow a cancellation
+            # that arrives just as the awaited read completes (cpython gh-86296).
+            pending = set(tasks)
+            while pending:
+                for t in pending:
+                    t.cancel()
+                _, pending = await asyncio.wait(pending, timeout=0.1)
             await self._close_all()
 
     @contextlib.contextmanager
@@ -170,7 +176,7 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         interval = st.sensor.interval
         k = 0
-        while True:
+        while not self._stopping:
             delay = start + k * interval - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
