@@ -14,11 +14,31 @@ HEAD = "from fieldstation.sensors.simulated import Simulated\n"
 
 BAD = {
     "syntax_error": ("sensors = [\n    Simulated(name='a'),\n", 1, "syntax error: '[' was never closed"),
-    "unknown_option": (HEAD + "sensors = [\n    Simulated(name='a', intervall=5),\n]\n", 3, "unknown option 'intervall' for Simulated"),
-    "wrong_type": (HEAD + "sensors = [Simulated(name='a', interval='fast')]\n", 2, "option 'interval': Input should be a valid number"),
-    "duplicate_name": (HEAD + "a = Simulated(name='t1')\nb = Simulated(name='t1')\nsensors = [a, b]\n", 3, "duplicate sensor name 't1' (first defined at"),
-    "interval_zero": (HEAD + "sensors = [Simulated(name='a', interval=0)]\n", 2, "interval must be at least 0.1 s (got 0)"),
-    "interval_negative": (HEAD + "sensors = [Simulated(name='a', interval=-1)]\n", 2, "interval must be at least 0.1 s (got -1)"),
+    "unknown_option": (
+        HEAD + "sensors = [\n    Simulated(name='a', intervall=5),\n]\n",
+        3,
+        "unknown option 'intervall' for Simulated",
+    ),
+    "wrong_type": (
+        HEAD + "sensors = [Simulated(name='a', interval='fast')]\n",
+        2,
+        "option 'interval': Input should be a valid number",
+    ),
+    "duplicate_name": (
+        HEAD + "a = Simulated(name='t1')\nb = Simulated(name='t1')\nsensors = [a, b]\n",
+        3,
+        "duplicate sensor name 't1' (first defined at",
+    ),
+    "interval_zero": (
+        HEAD + "sensors = [Simulated(name='a', interval=0)]\n",
+        2,
+        "interval must be at least 0.1 s (got 0)",
+    ),
+    "interval_negative": (
+        HEAD + "sensors = [Simulated(name='a', interval=-1)]\n",
+        2,
+        "interval must be at least 0.1 s (got -1)",
+    ),
     "missing_extra": (
         "from fieldstation import Sensor\n"
         "class Meter(Sensor):\n    driver = 'modbus'\n    requires = ('pymodbus_not_installed',)\n"
@@ -68,7 +88,10 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_groups_come_from_a_dict_and_order_is_kept(tmp_path: Path) -> None:
     path = tmp_path / "config.py"
-    path.write_text(HEAD + "sensors = {'Room': [Simulated(name='b'), Simulated(name='a')], 'Cryo': [Simulated(name='c', group='X')]}\n")
+    path.write_text(
+        HEAD
+        + "sensors = {'Room': [Simulated(name='b'), Simulated(name='a')], 'Cryo': [Simulated(name='c', group='X')]}\n"
+    )
     sensors = load_sensors(path)
     assert [(s.name, s.group) for s in sensors] == [("b", "Room"), ("a", "Room"), ("c", "X")]
 

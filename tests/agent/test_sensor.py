@@ -72,7 +72,7 @@ def test_drivers_may_return_full_readings() -> None:
 
 
 def test_interval_must_be_at_least_a_tenth_of_a_second() -> None:
-    with pytest.raises(ValidationError, match="interval must be at least 0.1 s"):
+    with pytest.raises(ValidationError, match=r"interval must be at least 0\.1 s"):
         Thermo(name="t", interval=0)
     assert Thermo(name="t", interval=0.1).interval == 0.1
 

@@ -40,7 +40,9 @@ class Agent:
         on_readings: Callable[[list[Reading]], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.spool = Spool(settings.spool.path, max_bytes=settings.spool.max_bytes, sinks=[s.name for s in settings.sinks])
+        self.spool = Spool(
+            settings.spool.path, max_bytes=settings.spool.max_bytes, sinks=[s.name for s in settings.sinks]
+        )
         self.wake = threading.Condition()
         self.sinks = [SinkWorker(s, self.spool, self.wake) for s in settings.sinks]
         self.scheduler = Scheduler(sensors, self._emit)
@@ -96,9 +98,15 @@ class Agent:
             tags = {**agent, "sink": s.name}
             out.append(Reading("fieldstation_spool", {"depth": b.depth}, {**tags, "unit": "count"}, t))
             out.append(Reading("fieldstation_spool", {"oldest_unsent_age": b.oldest_age_s}, {**tags, "unit": "s"}, t))
-            fields = {"points_written": s.points_written, "write_failures": s.write_failures, "rejected_batches": s.rejected_batches}
+            fields = {
+                "points_written": s.points_written,
+                "write_failures": s.write_failures,
+                "rejected_batches": s.rejected_batches,
+            }
             out.append(Reading("fieldstation_sink", dict(fields), {**tags, "unit": "count"}, t))
-        out.append(Reading("fieldstation_spool", {"dropped": self.spool.counter("dropped")}, {**agent, "unit": "count"}, t))
+        out.append(
+            Reading("fieldstation_spool", {"dropped": self.spool.counter("dropped")}, {**agent, "unit": "count"}, t)
+        )
         return out
 
     def state(self) -> dict[str, Any]:

@@ -96,7 +96,7 @@ def cmd_once(args: argparse.Namespace) -> int:
                 for st in sched.states.values():
                     st.retry_at = 0.0  # `once` retries every pass: no backoff between passes
 
-                async def one(name: str) -> list[Reading]:
+                async def one(name: str, n: int) -> list[Reading]:
                     st = sched.states[name]
                     errors_before = st.errors
                     t0 = time.perf_counter()
@@ -109,7 +109,7 @@ def cmd_once(args: argparse.Namespace) -> int:
                             traceback.print_exception(st.last_exception)
                     return readings
 
-                results = await asyncio.gather(*(one(s.name) for s in sensors))
+                results = await asyncio.gather(*(one(s.name, n) for s in sensors))
                 for readings in results:
                     print_readings(readings)
         finally:
@@ -177,11 +177,17 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "last_error": live.get("last_error"),
             }
         )
-    report = {"spool": str(settings.spool.path), "bytes": spool.used_bytes(), "dropped": spool.counter("dropped"), "sinks": rows}
+    report = {
+        "spool": str(settings.spool.path),
+        "bytes": spool.used_bytes(),
+        "dropped": spool.counter("dropped"),
+        "sinks": rows,
+    }
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"spool {report['spool']}: {report['bytes'] / 1e6:.1f} MB, {report['dropped']} points dropped over budget")
+    size = spool.used_bytes() / 1e6
+    print(f"spool {settings.spool.path}: {size:.1f} MB, {report['dropped']} points dropped over the disk budget")
     print(f"{'sink':<12} {'depth':>8} {'oldest unsent':>14}  {'last successful write':<22} error")
     for r in rows:
         last = datetime.fromtimestamp(r["last_success"]).isoformat(" ", "seconds") if r["last_success"] else "never"
@@ -288,7 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.verbose:
             raise
-        print(f"fieldstation {args.command}: {type(exc).__name__}: {exc} (--verbose shows the traceback)", file=sys.stderr)
+        print(
+            f"fieldstation {args.command}: {type(exc).__name__}: {exc} (--verbose shows the traceback)", file=sys.stderr
+        )
         return 1
     return rc
 

@@ -55,7 +55,7 @@ class PowerOfTen(_Conversion):
     d: float = 0.0
 
     def __call__(self, x: float) -> float:
-        return self.a * 10.0 ** (self.b * x - self.c) + self.d
+        return float(self.a * 10.0 ** (self.b * x - self.c) + self.d)
 
 
 Conversion = Annotated[Linear | Polynomial | PowerOfTen, Field(discriminator="kind")]

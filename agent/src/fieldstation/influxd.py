@@ -107,7 +107,8 @@ class LocalInfluxd:
             params["db"] = db
         if auth:
             params["u"], params["p"] = auth
-        req = urllib.request.Request(f"{self.url}/query", data=urllib.parse.urlencode(params).encode(), method="POST")
+        data = urllib.parse.urlencode(params).encode()
+        req = urllib.request.Request(f"{self.url}/query", data=data, method="POST")  # noqa: S310  (loopback URL)
         try:
             with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310  (our own loopback URL)
                 body = json.load(r)

@@ -126,6 +126,7 @@ class Scheduler:
         self._executors: dict[str, BusWorker] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+        self._closing: set[asyncio.Future[Any]] = set()
 
     # -- running -------------------------------------------------------------------------------------
 
@@ -285,7 +286,9 @@ class Scheduler:
 
         if is_async(sensor) or inspect.iscoroutinefunction(sensor.close):
             if inspect.iscoroutinefunction(sensor.close):
-                asyncio.ensure_future(sensor.close())
+                task = asyncio.ensure_future(sensor.close())
+                self._closing.add(task)  # keep a reference until done, or it may be collected mid-flight
+                task.add_done_callback(self._closing.discard)
             else:
                 close()
         else:

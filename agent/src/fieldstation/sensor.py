@@ -151,14 +151,14 @@ class Sensor(BaseModel):
         """``file:line`` of the statement that created this sensor, for messages."""
         return f"{self._origin[0]}:{self._origin[1]}" if self._origin else f"sensor {self.name!r}"
 
-    def open(self) -> None:  # noqa: B027  (optional hook, empty on purpose)
+    def open(self) -> None:
         """Connect to the device. Called before the first read and after a failure (with backoff)."""
 
     def read(self) -> Any:
         """Return a number, a mapping of fields, or readings. May be ``async def``."""
         raise NotImplementedError(f"{type(self).__name__} does not implement read()")
 
-    def close(self) -> None:  # noqa: B027  (optional hook, empty on purpose)
+    def close(self) -> None:
         """Release the device. Called after a failure and at shutdown."""
 
     def unit_of(self, field_name: str) -> str:
@@ -189,6 +189,24 @@ def _range(sensor: Sensor, name: str) -> Range | None:
     return vr.get(name) if isinstance(vr, dict) else vr
 
 
+def _number(sensor: Sensor, name: str, value: object, out: Processed) -> tuple[float | None, bool]:
+    """Convert and check one numeric field: (value or None if it is not stored, whether it is flagged)."""
+    if not isinstance(value, (int, float)):
+        out.invalid.append(f"field {name!r} is {type(value).__name__}, not a number")
+        return None, False
+    x = _convert(sensor, name, float(value))
+    if not math.isfinite(x):
+        out.invalid.append(f"field {name!r} is {x}")
+        return None, False
+    bounds = _range(sensor, name)
+    flagged = bounds is not None and not bounds[0] <= x <= bounds[1]
+    if flagged:
+        out.out_of_range += 1
+        if sensor.out_of_range == "drop":
+            return None, False
+    return (round(x, sensor.precision) if sensor.precision is not None else x), flagged
+
+
 def process(sensor: Sensor, raw: Any, time_ns: int) -> Processed:
     """Turn what ``read`` returned into readings: convert, range-check, round, tag, group by unit."""
     out = Processed()
@@ -200,39 +218,29 @@ def process(sensor: Sensor, raw: Any, time_ns: int) -> Processed:
             r.tags = {**base_tags, "unit": sensor.unit_of(next(iter(r.fields), "")), **r.tags}
         out.readings = raw
         return out
-    if isinstance(raw, bool) or isinstance(raw, (int, float)):
+    if isinstance(raw, (bool, int, float)):
         raw = {"value": raw}
     if not isinstance(raw, Mapping):
         out.invalid.append(f"read() returned {type(raw).__name__}, expected a number or a mapping of fields")
         return out
 
     by_unit: dict[str, dict[str, FieldValue]] = {}
-    flagged: set[str] = set()
+    flagged_units: set[str] = set()
     for name, value in raw.items():
-        if isinstance(value, bool) or isinstance(value, str):
-            by_unit.setdefault(sensor.unit_of(name), {})[name] = value
-            continue
-        if not isinstance(value, (int, float)):
-            out.invalid.append(f"field {name!r} is {type(value).__name__}, not a number")
-            continue
-        x = _convert(sensor, name, float(value))
-        if not math.isfinite(x):
-            out.invalid.append(f"field {name!r} is {x}")
-            continue
-        bounds = _range(sensor, name)
         unit = sensor.unit_of(name)
-        if bounds is not None and not bounds[0] <= x <= bounds[1]:
-            out.out_of_range += 1
-            if sensor.out_of_range == "drop":
-                continue
-            flagged.add(unit)
-        if sensor.precision is not None:
-            x = round(x, sensor.precision)
+        if isinstance(value, (bool, str)):
+            by_unit.setdefault(unit, {})[name] = value
+            continue
+        x, flagged = _number(sensor, name, value, out)
+        if x is None:
+            continue
+        if flagged:
+            flagged_units.add(unit)
         by_unit.setdefault(unit, {})[name] = x
 
     measurement = sensor.measurement_name
     for unit, fields in by_unit.items():
-        if unit in flagged:
+        if unit in flagged_units:
             fields["out_of_range"] = True
         out.readings.append(Reading(measurement, fields, {**base_tags, "unit": unit}, time_ns))
     return out

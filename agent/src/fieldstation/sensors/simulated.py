@@ -44,7 +44,9 @@ class Simulated(Sensor):
     )
     amplitude: float = Field(1.0, description="Amplitude of the sine, ramp and step; step size of the walk.")
     period: float = Field(60.0, gt=0, description="Period of sine, ramp and step, in seconds.")
-    fields: list[str] = Field(default_factory=lambda: ["value"], min_length=1, description="Field names; >1 for a multi-value device.")
+    fields: list[str] = Field(
+        default_factory=lambda: ["value"], min_length=1, description="Field names; >1 for a multi-value device."
+    )
     seed: int | None = Field(None, description="Random seed of the walk, for repeatable runs.")
     fault: Fault = Field("none", description="Injected fault: raise, hang, nan, out_of_range or garbage.")
     fault_after: int = Field(0, ge=0, description="Good reads before faults start.")
