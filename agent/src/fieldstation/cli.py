@@ -23,6 +23,7 @@ from fieldstation.loader import DEFAULT_CONFIG, ConfigError, load_sensors
 from fieldstation.reading import Reading
 from fieldstation.sensor import Sensor
 from fieldstation.settings import AgentSettings, load_settings
+from fieldstation.spool import SpoolError
 
 EXAMPLE_CONFIG = Path(__file__).with_name("example_config.py")
 EXIT_USAGE = 2
@@ -286,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.log_level)
     try:
         rc: int = args.fn(args)
-    except ConfigError as exc:
+    except (ConfigError, SpoolError) as exc:
         print(f"fieldstation: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

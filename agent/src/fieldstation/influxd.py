@@ -6,6 +6,7 @@ ports, no reporting and no ``_internal`` database. Not for production: Ansible i
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import socket
@@ -105,10 +106,11 @@ class LocalInfluxd:
         params = {"q": q, "epoch": "ns"}
         if db:
             params["db"] = db
-        if auth:
-            params["u"], params["p"] = auth
         data = urllib.parse.urlencode(params).encode()
         req = urllib.request.Request(f"{self.url}/query", data=data, method="POST")  # noqa: S310  (loopback URL)
+        if auth:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
         try:
             with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310  (our own loopback URL)
                 body = json.load(r)

@@ -66,6 +66,12 @@ class InfluxWriter:
             self._conn.close()
             self._conn = None
 
+    def __enter__(self) -> InfluxWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def write(self, body: bytes) -> None:
         try:
             conn = self._connection()

@@ -45,6 +45,10 @@ class SinkBacklog:
     last_success_ns: int | None
 
 
+class SpoolError(Exception):
+    """The spool file cannot be used; the message is one line naming it."""
+
+
 class Spool:
     """Thread-safe: each thread gets its own SQLite connection."""
 
@@ -53,9 +57,16 @@ class Spool:
         self.max_bytes = max_bytes
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
         self.sinks = list(sinks)
-        db = self._db()
-        db.executescript(SCHEMA)
+        try:
+            db = self._db()
+            db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            # Never "repair" by recreating: the file may hold the only copy of unsent readings.
+            self.close()
+            raise SpoolError(f"{self.path}: not a usable spool ({exc}); move it aside to start a new one") from None
         for sink in self.sinks:
             # A new sink starts with what is still spooled, not with all history.
             db.execute("INSERT OR IGNORE INTO cursors(sink, last_id) VALUES (?, ?)", (sink, self._min_id() - 1))
@@ -67,13 +78,17 @@ class Spool:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             self._local.db = db
+            with self._all_lock:
+                self._all.append(db)
         return db
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        """Close every thread's connection (call once the threads using the spool have stopped)."""
+        with self._all_lock:
+            for db in self._all:
+                db.close()
+            self._all.clear()
+        self._local = threading.local()
 
     def _min_id(self) -> int:
         row = self._db().execute("SELECT min(id) FROM points").fetchone()

@@ -1,0 +1,86 @@
+"""The spool: committed means kept, per-sink cursors, trimming, the disk budget, a broken file."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from fieldstation.spool import Spool, SpoolError
+
+
+def lines(n: int, start: int = 0, pad: int = 0) -> list[str]:
+    return [f"m,sensor=s{'x' * pad} value={i}.0 {1_700_000_000_000_000_000 + i}" for i in range(start, start + n)]
+
+
+def test_each_sink_reads_past_its_own_cursor(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", sinks=["local", "central"])
+    spool.append(lines(10))
+    first = spool.fetch("local", 4)
+    assert [line for _, line in first] == lines(4)
+    spool.advance("local", first[-1][0])
+    assert [line for _, line in spool.fetch("local", 100)] == lines(6, 4)
+    assert [line for _, line in spool.fetch("central", 100)] == lines(10)
+    assert spool.backlog("local").depth == 6 and spool.backlog("central").depth == 10
+
+
+def test_trim_deletes_only_what_every_sink_confirmed(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", sinks=["a", "b"])
+    spool.append(lines(10))
+    spool.advance("a", 10)
+    spool.advance("b", 3)
+    spool.trim()
+    assert [line for _, line in spool.fetch("b", 100)] == lines(7, 3)
+    spool.advance("b", 10)
+    spool.trim()
+    assert spool.fetch("a", 100) == [] and spool.fetch("b", 100) == []
+
+
+def test_points_and_cursors_survive_reopening(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", sinks=["local"])
+    spool.append(lines(5))
+    spool.advance("local", 2)
+    spool.close()
+    again = Spool(tmp_path / "spool.db", sinks=["local"])
+    assert [line for _, line in again.fetch("local", 100)] == lines(3, 2)
+    # Ids keep growing after a restart: a cursor never points at a reused id.
+    assert again.append(lines(1, 5)) == 6
+
+
+def test_a_new_sink_starts_with_what_is_still_spooled(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", sinks=["local"])
+    spool.append(lines(5))
+    spool.advance("local", 5)
+    spool.trim()
+    spool.append(lines(2, 5))
+    spool.close()
+    grown = Spool(tmp_path / "spool.db", sinks=["local", "central"])
+    assert [line for _, line in grown.fetch("central", 100)] == lines(2, 5)
+
+
+def test_over_the_disk_budget_the_oldest_points_are_dropped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    budget = 1 << 20
+    spool = Spool(tmp_path / "spool.db", max_bytes=budget, sinks=["dead"])
+    for batch in range(10):
+        spool.append(lines(2000, batch * 2000, pad=100))  # ~3.5 MB in all, never sent
+    with caplog.at_level(logging.ERROR):
+        dropped = spool.trim()
+    assert dropped > 0
+    assert spool.counter("dropped") == dropped
+    assert spool.used_bytes() <= budget
+    kept = spool.fetch("dead", 100_000)
+    assert len(kept) == 20_000 - dropped
+    assert kept[-1][1] == lines(1, 19_999, pad=100)[0]  # the newest are kept
+    assert kept[0][0] == dropped + 1  # exactly the oldest went
+    assert "over its disk budget" in caplog.text
+
+
+def test_a_file_that_is_not_a_spool_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(SpoolError, match="not a usable spool"):
+        Spool(path, sinks=["local"])
+    assert path.read_bytes() == b"this is not sqlite" * 100
