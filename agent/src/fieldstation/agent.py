@@ -196,6 +196,10 @@ class Agent:
                 while time.monotonic() < deadline and sink.drain_once():
                     pass
             sink.writer.close()
+        try:
+            self.spool.trim()
+        except Exception:
+            log.exception("final spool trim failed")
         self.write_state(self.settings.state_file)
         self.spool.close()
 

@@ -1,0 +1,164 @@
+"""The whole agent against real InfluxDB servers: nothing acknowledged is lost, nothing is doubled."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from harness.agent import fieldstation_cmd, key_of_line, running_agent, settings_for, start_agent_process, stored, wait_for
+
+from fieldstation.influxd import LocalInfluxd, free_port
+from fieldstation.sensors.simulated import Simulated
+
+pytestmark = pytest.mark.slow
+
+
+def sensors(interval: float = 0.2) -> list[Simulated]:
+    return [
+        Simulated(name="sine", signal="sine", unit="K", interval=interval, precision=3),
+        Simulated(name="ramp", signal="ramp", unit="V", interval=interval * 2),
+        Simulated(name="multi", fields=["a", "b"], unit={"a": "A", "b": "W"}, value={"a": 1.0, "b": 2.0}, interval=interval),
+    ]
+
+
+def test_readings_arrive_with_their_values_tags_and_timestamps(influxd: LocalInfluxd, tmp_path: Path) -> None:
+    with running_agent(settings_for(tmp_path, {"local": influxd.url}), sensors()) as (agent, emitted):
+        wait_for(lambda: len(emitted) >= 20, 20, "20 readings")
+    expected = {}
+    for r in emitted:
+        for field, value in r.fields.items():
+            expected[(r.tags["sensor"], r.tags["unit"], r.time_ns, field)] = value
+    got = {}
+    for row in influxd.rows('SELECT * FROM "simulated" GROUP BY *', "fieldstation"):
+        for field in ("value", "a", "b"):
+            if row.get(field) is not None:
+                got[(row["sensor"], row["unit"], row["time"], field)] = row[field]
+    assert got == expected
+    health = influxd.rows('SELECT * FROM "fieldstation_sensor" WHERE "unit" = \'count\' GROUP BY *', "fieldstation")
+    assert {row["sensor"] for row in health} == {"sine", "ramp", "multi"}
+
+
+def test_an_influxdb_outage_of_30_s_loses_nothing_and_doubles_nothing(influxd: LocalInfluxd, tmp_path: Path) -> None:
+    with running_agent(settings_for(tmp_path, {"local": influxd.url}), sensors()) as (agent, emitted):
+        wait_for(lambda: len(stored(influxd)) >= 10, 20, "first points stored")
+        influxd.stop()
+        time.sleep(30)
+        during = len(emitted)
+        assert agent.spool.backlog("local").depth > 0
+        influxd.start()
+        wait_for(lambda: agent.spool.backlog("local").depth == 0, 60, "the backlog to drain")
+        assert agent.sinks[0].state.write_failures > 0
+    keys = sorted((r.tags["sensor"], r.time_ns) for r in emitted)
+    assert len(keys) > during > 100
+    assert stored(influxd) == keys  # every reading exactly once
+
+
+def test_two_sinks_one_down_the_other_keeps_up_then_both_agree(
+    influxd: LocalInfluxd, influxd2: LocalInfluxd, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, {"local": influxd.url, "central": influxd2.url})
+    with running_agent(settings, sensors()) as (agent, emitted):
+        wait_for(lambda: len(stored(influxd2)) >= 5, 20, "central receiving")
+        influxd2.stop()
+        outage_start = time.time_ns()
+        # While central is down, local stays current: readings taken during the outage show up promptly.
+        for _ in range(3):
+            mark = time.time_ns()
+            wait_for(lambda m=mark: any(t > m for _, t in stored(influxd)), 5, "local to keep receiving")
+            time.sleep(1)
+        assert agent.spool.backlog("central").depth > 0
+        influxd2.start()
+        wait_for(lambda: agent.spool.backlog("central").depth == 0, 60, "central to catch up")
+    keys = sorted((r.tags["sensor"], r.time_ns) for r in emitted)
+    assert stored(influxd) == keys
+    assert stored(influxd2) == keys
+    assert any(t > outage_start for _, t in stored(influxd2))
+
+
+def spooled_lines(path: Path) -> list[str]:
+    with sqlite3.connect(path) as db:
+        return [line for (line,) in db.execute("SELECT line FROM points ORDER BY id")]
+
+
+def test_sigkill_then_restart_loses_no_acknowledged_reading_and_doubles_none(
+    influxd: LocalInfluxd, tmp_path: Path
+) -> None:
+    # A second sink that never answers keeps every acknowledged point in the spool, so the spool itself
+    # is the record of what was acknowledged.
+    (tmp_path / "config.py").write_text(
+        "from fieldstation.sensors.simulated import Simulated\n"
+        "sensors = [Simulated(name=f's{i}', interval=0.1, unit='K') for i in range(5)]\n"
+    )
+    (tmp_path / "agent.toml").write_text(
+        f'config = "{tmp_path / "config.py"}"\n'
+        f'state_file = "{tmp_path / "state.json"}"\n'
+        f'[spool]\npath = "{tmp_path / "spool.db"}"\n'
+        f'[[sinks]]\nname = "local"\nurl = "{influxd.url}"\n'
+        f'[[sinks]]\nname = "never"\nurl = "http://127.0.0.1:{free_port()}"\ntimeout = 1\n'
+    )
+    log = tmp_path / "agent.log"
+    first = start_agent_process(tmp_path / "agent.toml", log)
+    wait_for(lambda: len(stored(influxd)) >= 50, 30, "the first run to store points")
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    acknowledged_before_kill = spooled_lines(tmp_path / "spool.db")
+    assert acknowledged_before_kill
+
+    # The restart runs under a notify socket, as systemd would start it.
+    notify = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(notify))
+        sock.settimeout(30)
+        second = start_agent_process(
+            tmp_path / "agent.toml", log, env={"NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "1000000"}
+        )
+        messages = []
+        while "WATCHDOG=1" not in messages:
+            messages.append(sock.recv(64).decode())
+        assert "READY=1" in messages
+        n = len(acknowledged_before_kill)
+        wait_for(lambda: len(spooled_lines(tmp_path / "spool.db")) >= n + 50, 30, "the second run to spool points")
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0, log.read_text()
+        sock.settimeout(5)
+        while "STOPPING=1" not in messages:
+            messages.append(sock.recv(64).decode())
+
+    acknowledged = spooled_lines(tmp_path / "spool.db")
+    assert acknowledged[: len(acknowledged_before_kill)] == acknowledged_before_kill
+    keys = sorted((s, t) for m, s, t in map(key_of_line, acknowledged) if m == "simulated")
+    assert stored(influxd) == keys
+    assert "Traceback" not in log.read_text()
+
+
+def test_sigterm_flushes_every_reading_and_exits_0(influxd: LocalInfluxd, tmp_path: Path) -> None:
+    (tmp_path / "config.py").write_text(
+        "from fieldstation.sensors.simulated import Simulated\nsensors = [Simulated(name='t', interval=0.1)]\n"
+    )
+    (tmp_path / "agent.toml").write_text(
+        f'config = "{tmp_path / "config.py"}"\nstate_file = "{tmp_path / "state.json"}"\n'
+        f'[spool]\npath = "{tmp_path / "spool.db"}"\ncommit_interval = 5\n'
+        f'[[sinks]]\nname = "local"\nurl = "{influxd.url}"\n'
+    )
+    proc = start_agent_process(tmp_path / "agent.toml", tmp_path / "agent.log")
+    wait_for(lambda: (tmp_path / "spool.db").exists(), 20, "the spool")
+    time.sleep(2)  # readings pile up in memory: the commit interval is 5 s
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    with sqlite3.connect(tmp_path / "spool.db") as db:
+        (seq,) = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'points'").fetchone()
+        (left,) = db.execute("SELECT count(*) FROM points").fetchone()
+    assert left == 0
+    assert len(stored(influxd)) >= 15
+    status = subprocess.run(
+        fieldstation_cmd("status", "--settings", str(tmp_path / "agent.toml"), "--json"),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert '"depth": 0' in status.stdout and seq > 15

@@ -1,0 +1,98 @@
+"""The `fieldstation` command: once, sensors, status, demo, and one-line errors for bad settings."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from harness.agent import fieldstation_cmd
+
+CONFIG = """\
+from fieldstation.sensors.simulated import Simulated
+sensors = {
+    "Room": [Simulated(name="temp", unit="K", signal="constant", value=4.2)],
+    "Bad": [Simulated(name="broken", fault="raise")],
+}
+"""
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(fieldstation_cmd(*args), capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.py"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_once_prints_readings_errors_and_a_timing_table(config: Path) -> None:
+    result = run("once", "-n", "3", "--timing", str(config))
+    assert result.returncode == 1  # a sensor failed on every pass
+    out = result.stdout
+    assert out.count("temp               value=4.2 K") == 3
+    assert out.count("ERROR SensorError: simulated failure") == 3
+    table = out[out.index("sensor "):].splitlines()
+    assert table[0].split() == ["sensor", "driver", "reads", "errors", "min", "ms", "mean", "ms", "max", "ms"]
+    assert table[1].split()[:4] == ["temp", "simulated", "3", "0"]
+    assert table[2].split()[:4] == ["broken", "simulated", "3", "3"]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_once_verbose_shows_the_traceback(config: Path) -> None:
+    result = run("once", "--verbose", str(config))
+    assert "Traceback" in result.stderr and "simulated.py" in result.stderr
+
+
+def test_once_succeeds_when_every_sensor_reads(tmp_path: Path) -> None:
+    path = tmp_path / "ok.py"
+    path.write_text("from fieldstation.sensors.simulated import Simulated\nsensors = [Simulated(name='a')]\n")
+    assert run("once", str(path)).returncode == 0
+
+
+def test_sensors_lists_every_sensor_even_when_the_agent_is_not_running(config: Path, tmp_path: Path) -> None:
+    settings = tmp_path / "agent.toml"
+    settings.write_text(f'config = "{config}"\nstate_file = "{tmp_path / "state.json"}"\n')
+    result = run("sensors", "--settings", str(settings))
+    assert result.returncode == 0, result.stderr
+    rows = result.stdout.splitlines()[1:]
+    assert [r.split()[0] for r in rows] == ["temp", "broken"]
+    assert all("not running" in r for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("spool = 3\n", "spool: Input should be a valid dictionary"),
+        ("colour = 'red'\n", "colour: unknown option"),
+        ("[[sinks]]\nname = 'x'\nurl = 'ftp://host'\n", "sinks.0.url: must start with http:// or https://"),
+        ("[spool\n", "Expected ']'"),
+    ],
+)
+def test_bad_settings_give_one_line(tmp_path: Path, toml: str, message: str) -> None:
+    settings = tmp_path / "agent.toml"
+    settings.write_text(toml)
+    result = run("run", "--settings", str(settings))
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"fieldstation: {settings}: ") and message in result.stderr
+
+
+def test_status_without_a_spool_says_so(tmp_path: Path) -> None:
+    settings = tmp_path / "agent.toml"
+    settings.write_text(f'[spool]\npath = "{tmp_path / "none.db"}"\n')
+    result = run("status", "--settings", str(settings))
+    assert result.returncode == 2
+    assert "no spool yet" in result.stderr
+
+
+def test_demo_runs_the_example_against_a_local_influxdb() -> None:
+    result = run("demo", "--duration", "4")
+    assert result.returncode == 0, result.stderr
+    assert "cryo_temp" in result.stdout and "mains" in result.stdout
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("stopped: ") and "InfluxDB holds" in last
+    held = int(last.split("InfluxDB holds ")[1].split()[0])
+    assert held > 10
