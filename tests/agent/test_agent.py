@@ -10,10 +10,18 @@ import time
 from pathlib import Path
 
 import pytest
-from harness.agent import fieldstation_cmd, key_of_line, running_agent, settings_for, start_agent_process, stored, wait_for
 
 from fieldstation.influxd import LocalInfluxd, free_port
 from fieldstation.sensors.simulated import Simulated
+from harness.agent import (
+    fieldstation_cmd,
+    key_of_line,
+    running_agent,
+    settings_for,
+    start_agent_process,
+    stored,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -22,12 +30,14 @@ def sensors(interval: float = 0.2) -> list[Simulated]:
     return [
         Simulated(name="sine", signal="sine", unit="K", interval=interval, precision=3),
         Simulated(name="ramp", signal="ramp", unit="V", interval=interval * 2),
-        Simulated(name="multi", fields=["a", "b"], unit={"a": "A", "b": "W"}, value={"a": 1.0, "b": 2.0}, interval=interval),
+        Simulated(
+            name="multi", fields=["a", "b"], unit={"a": "A", "b": "W"}, value={"a": 1.0, "b": 2.0}, interval=interval
+        ),
     ]
 
 
 def test_readings_arrive_with_their_values_tags_and_timestamps(influxd: LocalInfluxd, tmp_path: Path) -> None:
-    with running_agent(settings_for(tmp_path, {"local": influxd.url}), sensors()) as (agent, emitted):
+    with running_agent(settings_for(tmp_path, {"local": influxd.url}), sensors()) as (_, emitted):
         wait_for(lambda: len(emitted) >= 20, 20, "20 readings")
     expected = {}
     for r in emitted:
@@ -146,7 +156,7 @@ def test_sigterm_flushes_every_reading_and_exits_0(influxd: LocalInfluxd, tmp_pa
         f'[[sinks]]\nname = "local"\nurl = "{influxd.url}"\n'
     )
     proc = start_agent_process(tmp_path / "agent.toml", tmp_path / "agent.log")
-    wait_for(lambda: (tmp_path / "spool.db").exists(), 20, "the spool")
+    wait_for((tmp_path / "spool.db").exists, 20, "the spool")
     time.sleep(2)  # readings pile up in memory: the commit interval is 5 s
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0

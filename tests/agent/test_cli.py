@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from harness.agent import fieldstation_cmd
 
 CONFIG = """\
@@ -34,7 +35,7 @@ def test_once_prints_readings_errors_and_a_timing_table(config: Path) -> None:
     out = result.stdout
     assert out.count("temp               value=4.2 K") == 3
     assert out.count("ERROR SensorError: simulated failure") == 3
-    table = out[out.index("sensor "):].splitlines()
+    table = out[out.index("sensor ") :].splitlines()
     assert table[0].split() == ["sensor", "driver", "reads", "errors", "min", "ms", "mean", "ms", "max", "ms"]
     assert table[1].split()[:4] == ["temp", "simulated", "3", "0"]
     assert table[2].split()[:4] == ["broken", "simulated", "3", "3"]

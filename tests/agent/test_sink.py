@@ -8,13 +8,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from harness.influx import start_influxd
 
 from fieldstation.influxd import LocalInfluxd, free_port
 from fieldstation.reading import Reading
 from fieldstation.settings import SinkSettings
 from fieldstation.sink import InfluxWriter, SinkWorker, WriteError
 from fieldstation.spool import Spool
+from harness.influx import start_influxd
 
 T = 1_700_000_000_000_000_000
 Maker = Callable[[SinkSettings], tuple[SinkWorker, Spool]]
@@ -84,8 +84,9 @@ def test_a_server_that_never_answers_times_out(tmp_path: Path) -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        with InfluxWriter(SinkSettings(name="x", url=url, timeout=0.5)) as writer, pytest.raises(
-            WriteError, match="TimeoutError|timed out"
+        with (
+            InfluxWriter(SinkSettings(name="x", url=url, timeout=0.5)) as writer,
+            pytest.raises(WriteError, match=r"TimeoutError|timed out"),
         ):
             writer.write(b"m value=1.0 1")
 
@@ -96,9 +97,11 @@ def test_basic_auth_against_influxdb_with_auth_on(tmp_path: Path) -> None:
         server.query("CREATE USER admin WITH PASSWORD 'adminpw' WITH ALL PRIVILEGES")
         server.query('CREATE DATABASE "fieldstation"', auth=("admin", "adminpw"))
         base = {"name": "local", "url": server.url, "username": "admin"}
-        with InfluxWriter(SinkSettings(**base, password="wrong")) as bad:  # type: ignore[arg-type]
-            with pytest.raises(WriteError, match="answered 401") as info:
-                bad.write(b"m,sensor=a value=1.0 1")
+        with (
+            InfluxWriter(SinkSettings(**base, password="wrong")) as bad,  # type: ignore[arg-type]
+            pytest.raises(WriteError, match="answered 401") as info,
+        ):
+            bad.write(b"m,sensor=a value=1.0 1")
         assert not info.value.permanent  # fix the password and the backlog goes through
         with InfluxWriter(SinkSettings(**base, password="adminpw")) as good:  # type: ignore[arg-type]
             good.write(b"m,sensor=a value=1.0 1")
