@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import sqlite3
@@ -91,7 +92,7 @@ def test_two_sinks_one_down_the_other_keeps_up_then_both_agree(
 
 
 def spooled_lines(path: Path) -> list[str]:
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         return [line for (line,) in db.execute("SELECT line FROM points ORDER BY id")]
 
 
@@ -160,7 +161,7 @@ def test_sigterm_flushes_every_reading_and_exits_0(influxd: LocalInfluxd, tmp_pa
     time.sleep(2)  # readings pile up in memory: the commit interval is 5 s
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
-    with sqlite3.connect(tmp_path / "spool.db") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "spool.db")) as db:
         (seq,) = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'points'").fetchone()
         (left,) = db.execute("SELECT count(*) FROM points").fetchone()
     assert left == 0

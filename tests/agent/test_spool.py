@@ -3,19 +3,37 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fieldstation.spool import Spool, SpoolError
+
+Open = Callable[..., Spool]
+
+
+@pytest.fixture
+def open_spool(tmp_path: Path) -> Iterator[Open]:
+    """Opens spools at tmp_path/spool.db and closes them all after the test."""
+    opened: list[Spool] = []
+
+    def make(**kw: Any) -> Spool:
+        opened.append(Spool(tmp_path / "spool.db", **kw))
+        return opened[-1]
+
+    yield make
+    for spool in opened:
+        spool.close()
 
 
 def lines(n: int, start: int = 0, pad: int = 0) -> list[str]:
     return [f"m,sensor=s{'x' * pad} value={i}.0 {1_700_000_000_000_000_000 + i}" for i in range(start, start + n)]
 
 
-def test_each_sink_reads_past_its_own_cursor(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool.db", sinks=["local", "central"])
+def test_each_sink_reads_past_its_own_cursor(open_spool: Open) -> None:
+    spool = open_spool(sinks=["local", "central"])
     spool.append(lines(10))
     first = spool.fetch("local", 4)
     assert [line for _, line in first] == lines(4)
@@ -25,8 +43,8 @@ def test_each_sink_reads_past_its_own_cursor(tmp_path: Path) -> None:
     assert spool.backlog("local").depth == 6 and spool.backlog("central").depth == 10
 
 
-def test_trim_deletes_only_what_every_sink_confirmed(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool.db", sinks=["a", "b"])
+def test_trim_deletes_only_what_every_sink_confirmed(open_spool: Open) -> None:
+    spool = open_spool(sinks=["a", "b"])
     spool.append(lines(10))
     spool.advance("a", 10)
     spool.advance("b", 3)
@@ -37,33 +55,33 @@ def test_trim_deletes_only_what_every_sink_confirmed(tmp_path: Path) -> None:
     assert spool.fetch("a", 100) == [] and spool.fetch("b", 100) == []
 
 
-def test_points_and_cursors_survive_reopening(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool.db", sinks=["local"])
+def test_points_and_cursors_survive_reopening(open_spool: Open) -> None:
+    spool = open_spool(sinks=["local"])
     spool.append(lines(5))
     spool.advance("local", 2)
     spool.close()
-    again = Spool(tmp_path / "spool.db", sinks=["local"])
+    again = open_spool(sinks=["local"])
     assert [line for _, line in again.fetch("local", 100)] == lines(3, 2)
     # Ids keep growing after a restart: a cursor never points at a reused id.
     assert again.append(lines(1, 5)) == 6
 
 
-def test_a_new_sink_starts_with_what_is_still_spooled(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool.db", sinks=["local"])
+def test_a_new_sink_starts_with_what_is_still_spooled(open_spool: Open) -> None:
+    spool = open_spool(sinks=["local"])
     spool.append(lines(5))
     spool.advance("local", 5)
     spool.trim()
     spool.append(lines(2, 5))
     spool.close()
-    grown = Spool(tmp_path / "spool.db", sinks=["local", "central"])
+    grown = open_spool(sinks=["local", "central"])
     assert [line for _, line in grown.fetch("central", 100)] == lines(2, 5)
 
 
 def test_over_the_disk_budget_the_oldest_points_are_dropped_and_counted(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    open_spool: Open, caplog: pytest.LogCaptureFixture
 ) -> None:
     budget = 1 << 20
-    spool = Spool(tmp_path / "spool.db", max_bytes=budget, sinks=["dead"])
+    spool = open_spool(max_bytes=budget, sinks=["dead"])
     for batch in range(10):
         spool.append(lines(2000, batch * 2000, pad=100))  # ~3.5 MB in all, never sent
     with caplog.at_level(logging.ERROR):

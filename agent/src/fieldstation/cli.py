@@ -178,17 +178,18 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "last_error": live.get("last_error"),
             }
         )
+    used, dropped = spool.used_bytes(), spool.counter("dropped")
+    spool.close()
     report = {
         "spool": str(settings.spool.path),
-        "bytes": spool.used_bytes(),
-        "dropped": spool.counter("dropped"),
+        "bytes": used,
+        "dropped": dropped,
         "sinks": rows,
     }
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    size = spool.used_bytes() / 1e6
-    print(f"spool {settings.spool.path}: {size:.1f} MB, {report['dropped']} points dropped over the disk budget")
+    print(f"spool {settings.spool.path}: {used / 1e6:.1f} MB, {dropped} points dropped over the disk budget")
     print(f"{'sink':<12} {'depth':>8} {'oldest unsent':>14}  {'last successful write':<22} error")
     for r in rows:
         last = datetime.fromtimestamp(r["last_success"]).isoformat(" ", "seconds") if r["last_success"] else "never"

@@ -75,11 +75,11 @@ class Spool:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+            with self._all_lock:
+                self._all.append(db)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             self._local.db = db
-            with self._all_lock:
-                self._all.append(db)
         return db
 
     def close(self) -> None:
