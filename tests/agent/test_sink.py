@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ def worker(tmp_path: Path) -> Iterator[Callable[[SinkSettings], tuple[SinkWorker
 
     def make(settings: SinkSettings) -> tuple[SinkWorker, Spool]:
         spool = Spool(tmp_path / "spool.db", sinks=[settings.name])
-        made.append((SinkWorker(settings, spool, threading.Condition()), spool))
+        made.append((SinkWorker(settings, spool), spool))
         return made[-1]
 
     yield make

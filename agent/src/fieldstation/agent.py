@@ -43,8 +43,7 @@ class Agent:
         self.spool = Spool(
             settings.spool.path, max_bytes=settings.spool.max_bytes, sinks=[s.name for s in settings.sinks]
         )
-        self.wake = threading.Condition()
-        self.sinks = [SinkWorker(s, self.spool, self.wake) for s in settings.sinks]
+        self.sinks = [SinkWorker(s, self.spool) for s in settings.sinks]
         self.scheduler = Scheduler(sensors, self._emit)
         self.on_readings = on_readings
         self._pending: list[str] = []
@@ -69,8 +68,6 @@ class Agent:
         if lines:
             self.spool.append(lines)
             self.acknowledged += len(lines)
-            with self.wake:
-                self.wake.notify_all()
         return len(lines)
 
     def _commit_loop(self) -> None:

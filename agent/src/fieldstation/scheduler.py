@@ -1,7 +1,10 @@
 """The scheduler: every sensor on its own interval, none able to delay another.
 
-- One asyncio task per sensor; tick ``k`` is due at ``start + k·interval`` on the loop's monotonic clock, so
-  the schedule never drifts. A late tick is skipped, never bunched.
+- Tick ``k`` of a sensor is due at ``start + k·interval`` on the loop's monotonic clock, so the schedule
+  never drifts. A late tick is skipped, never bunched. Each sensor is driven by a timer callback: sensors due
+  at the same instant are served by one wake-up of the loop.
+- An async read that completes without waiting (a computed or cached value) runs inline, with no Task; one
+  that waits continues as a Task under its timeout.
 - Blocking drivers run in a worker thread: one thread per bus (sensors sharing a serial port are read one at a
   time by that owner), one per sensor otherwise. Async drivers run on the loop.
 - Each read has a timeout. A failed or hung read closes the driver and reopens it after an exponential backoff.
@@ -14,13 +17,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import inspect
 import logging
 import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+import types
+from collections.abc import Callable, Coroutine, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +70,9 @@ class SensorState:
     busy: bool = False  # a blocking read that timed out has not returned yet
     failures_in_row: int = 0
     retry_at: float = 0.0
+    fast: bool = False  # an async driver: try each read inline first
+    tick: int = 0
+    handle: asyncio.TimerHandle | None = None
 
     def is_stale(self, now: float) -> bool:
         since = self.last_ok if self.last_ok is not None else self.started
@@ -76,6 +84,25 @@ class SensorState:
         if self.is_stale(now):
             return "stale"
         return "ok" if self.last_ok is not None else "starting"
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
+    """Continue a coroutine that was started by hand (``coro.send(None)``) inside the current Task,
+    passing results and exceptions (cancellation included) through, as ``await`` would have."""
+    while True:
+        try:
+            sent = yield yielded
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as done:
+                return done.value
 
 
 def is_async(sensor: Sensor) -> bool:
@@ -127,27 +154,32 @@ class Scheduler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._closing: set[asyncio.Future[Any]] = set()
+        self._inflight: set[asyncio.Task[list[Reading]]] = set()
+        self._start = 0.0
 
     # -- running -------------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then close every sensor."""
-        self._loop = asyncio.get_running_loop()
-        start = self._loop.time()
+        loop = self._loop = asyncio.get_running_loop()
+        self._start = start = loop.time()
         for st in self.states.values():
             st.started = start
-        tasks = [asyncio.create_task(self._sensor_loop(st, start), name=st.sensor.name) for st in self.states.values()]
+            st.fast = is_async(st.sensor)
+            st.handle = loop.call_at(start, self._fire, st)
         try:
             await stop.wait()
         finally:
             self._stopping = True
-            # Cancel until every task is done: on Python 3.11 asyncio.wait_for can swallow a cancellation
+            for st in self.states.values():
+                if st.handle is not None:
+                    st.handle.cancel()
+            # Cancel until every read is done: on Python 3.11 asyncio.wait_for can swallow a cancellation
             # that arrives just as the awaited read completes (cpython gh-86296).
-            pending = set(tasks)
-            while pending:
-                for t in pending:
+            while self._inflight:
+                for t in self._inflight:
                     t.cancel()
-                _, pending = await asyncio.wait(pending, timeout=0.1)
+                await asyncio.wait(set(self._inflight), timeout=0.1)
             await self._close_all()
 
     @contextlib.contextmanager
@@ -173,17 +205,62 @@ class Scheduler:
 
     # -- one sensor --------------------------------------------------------------------------------
 
-    async def _sensor_loop(self, st: SensorState, start: float) -> None:
-        loop = asyncio.get_running_loop()
+    def _reschedule(self, st: SensorState) -> None:
+        if self._stopping or self._loop is None:
+            return
+        loop = self._loop
         interval = st.sensor.interval
-        k = 0
-        while not self._stopping:
-            delay = start + k * interval - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await self.read_once(st)
-            # Next tick strictly in the future: a read that overran skips ticks rather than bunching them.
-            k = max(k + 1, math.floor((loop.time() - start) / interval) + 1)
+        # Next tick strictly in the future: a read that overran skips ticks rather than bunching them.
+        st.tick = max(st.tick + 1, math.floor((loop.time() - self._start) / interval) + 1)
+        st.handle = loop.call_at(self._start + st.tick * interval, self._fire, st)
+
+    def _fire(self, st: SensorState) -> None:
+        """A sensor's tick is due: read it inline if it can complete at once, else in a Task."""
+        st.handle = None
+        if self._stopping or self._loop is None:
+            return
+        loop = self._loop
+        if st.fast and st.opened and not st.busy and loop.time() >= st.retry_at:
+            time_ns = time.time_ns()
+            t0 = time.perf_counter()
+            started = loop.time()
+            coro = st.sensor.read()
+            try:
+                yielded = coro.send(None)
+            except StopIteration as done:
+                self._succeeded(st, done.value, time_ns, t0)
+                self._reschedule(st)
+                return
+            except Exception as exc:
+                self._failed(st, exc)
+                self._reschedule(st)
+                return
+            task = loop.create_task(self._finish(st, coro, yielded, (started, time_ns, t0)))
+        else:
+            task = loop.create_task(self.read_once(st))
+        self._inflight.add(task)
+        task.add_done_callback(functools.partial(self._done, st))
+
+    def _done(self, st: SensorState, task: asyncio.Task[list[Reading]]) -> None:
+        self._inflight.discard(task)
+        self._reschedule(st)
+
+    async def _finish(
+        self, st: SensorState, coro: Coroutine[Any, Any, Any], yielded: Any, stamps: tuple[float, int, float]
+    ) -> list[Reading]:
+        """Carry on an async read that had to wait, under the timeout counted from its start."""
+        started, time_ns, t0 = stamps
+        try:
+            async with asyncio.timeout_at(started + st.sensor.read_timeout):
+                raw = await _resume(coro, yielded)
+        except asyncio.CancelledError:
+            coro.close()
+            raise
+        except Exception as exc:
+            coro.close()
+            self._failed(st, exc)
+            return []
+        return self._succeeded(st, raw, time_ns, t0)
 
     def _executor(self, sensor: Sensor) -> BusWorker:
         key = f"bus:{sensor.bus}" if sensor.bus else f"sensor:{sensor.name}"
@@ -195,7 +272,8 @@ class Scheduler:
     async def _call(self, st: SensorState, fn: Callable[[], Any], timeout: float) -> Any:
         """Call a driver method with a timeout: awaited if async, else on the sensor's bus thread."""
         if inspect.iscoroutinefunction(fn):
-            return await asyncio.wait_for(fn(), timeout)
+            async with asyncio.timeout(timeout):  # no extra Task per read, unlike wait_for on 3.11
+                return await fn()
         if is_async(st.sensor):
             return fn()  # open/close of an async driver: quick, synchronous hooks
         cf = self._executor(st.sensor).submit(fn)
@@ -209,7 +287,7 @@ class Scheduler:
             raise
 
     async def read_once(self, st: SensorState) -> list[Reading]:
-        """One scheduled read of one sensor; returns the readings emitted."""
+        """One read of one sensor, opening it first if needed; returns the readings emitted."""
         loop = asyncio.get_running_loop()
         sensor = st.sensor
         now = loop.time()
@@ -230,29 +308,35 @@ class Scheduler:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            st.errors += 1
-            st.last_exception = exc
-            if isinstance(exc, TimeoutError):
-                st.timeouts += 1
-                msg = f"read timed out after {sensor.read_timeout:g} s"
-            else:
-                msg = one_line(exc)
-            self._note_failure(st, loop.time(), msg, reopen=True)
+            self._failed(st, exc)
             return []
+        return self._succeeded(st, raw, time_ns, t0)
+
+    def _failed(self, st: SensorState, exc: Exception) -> None:
+        st.errors += 1
+        st.last_exception = exc
+        if isinstance(exc, TimeoutError):
+            st.timeouts += 1
+            msg = f"read timed out after {st.sensor.read_timeout:g} s"
+        else:
+            msg = one_line(exc)
+        self._note_failure(st, time.monotonic(), msg, reopen=True)
+
+    def _succeeded(self, st: SensorState, raw: Any, time_ns: int, t0: float) -> list[Reading]:
         latency = time.perf_counter() - t0
         st.reads += 1
         st.last_latency = latency
         st.latency_total += latency
-        processed = process(sensor, raw, time_ns)
+        processed = process(st.sensor, raw, time_ns)
         st.out_of_range += processed.out_of_range
         if processed.invalid:
             st.invalid += len(processed.invalid)
             st.errors += 1
             self._log_change(st, "invalid value: " + "; ".join(processed.invalid))
         if processed.readings:
-            st.last_ok = loop.time()
+            st.last_ok = time.monotonic()
             if st.failures_in_row:
-                log.info("sensor %s recovered after %d failed reads", sensor.name, st.failures_in_row)
+                log.info("sensor %s recovered after %d failed reads", st.sensor.name, st.failures_in_row)
             st.failures_in_row = 0
             st.last_error = None
             for r in processed.readings:

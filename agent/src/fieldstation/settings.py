@@ -40,13 +40,16 @@ class SinkSettings(_Strict):
     password: SecretStr | None = Field(None, description="Basic-auth password.")
     token: SecretStr | None = Field(None, description="Sent as 'Authorization: Token …' (InfluxDB 2/3).")
     batch_size: int = Field(5000, ge=1, le=100_000, description="Points per POST.")
+    flush_interval: float = Field(1.0, gt=0, le=60, description="Seconds between POSTs once caught up.")
     timeout: float = Field(10.0, gt=0, description="Seconds per HTTP request.")
 
 
 class SpoolSettings(_Strict):
     path: Path = Field(STATE_DIR / "spool.db", description="SQLite spool, on the data drive.")
     max_bytes: int = Field(1 << 30, ge=1 << 20, description="Disk budget; oldest readings dropped beyond it.")
-    commit_interval: float = Field(0.2, gt=0, le=10, description="Seconds between spool commits.")
+    commit_interval: float = Field(
+        0.5, gt=0, le=10, description="Seconds between spool commits: at most this much is unacknowledged."
+    )
 
 
 class AgentSettings(_Strict):

@@ -102,10 +102,9 @@ class SinkState:
 class SinkWorker:
     """One sink's thread: fetch a batch past its cursor, POST it, advance the cursor, repeat."""
 
-    def __init__(self, settings: SinkSettings, spool: Spool, wake: threading.Condition) -> None:
+    def __init__(self, settings: SinkSettings, spool: Spool) -> None:
         self.settings = settings
         self.spool = spool
-        self.wake = wake
         self.writer = InfluxWriter(settings)
         self.state = SinkState(settings.name)
         self._stop = threading.Event()
@@ -117,8 +116,6 @@ class SinkWorker:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        with self.wake:
-            self.wake.notify_all()
         self._thread.join(timeout)
         self.writer.close()
 
@@ -168,6 +165,5 @@ class SinkWorker:
                 self.state.last_error = None
             backoff = BACKOFF_START
             if sent < self._batch:
-                with self.wake:
-                    if not self._stop.is_set():
-                        self.wake.wait(1.0)
+                # Caught up: gather a flush interval's worth before the next POST (a full batch goes at once).
+                self._stop.wait(self.settings.flush_interval)

@@ -21,6 +21,7 @@ import asyncio
 import math
 import random
 import time
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from pydantic import Field, PrivateAttr
@@ -31,6 +32,14 @@ Signal = Literal["constant", "sine", "ramp", "step", "random_walk"]
 Fault = Literal["none", "raise", "hang", "nan", "out_of_range", "garbage"]
 
 HANG_SECONDS = 24 * 3600.0
+
+
+@dataclass
+class _RunState:
+    t0: float = field(default_factory=time.monotonic)
+    n: int = 0
+    walk: dict[str, float] = field(default_factory=dict)
+    rng: random.Random = field(default_factory=random.Random)
 
 
 class Simulated(Sensor):
@@ -52,18 +61,17 @@ class Simulated(Sensor):
     fault_after: int = Field(0, ge=0, description="Good reads before faults start.")
     fault_every: int = Field(1, ge=1, description="Fault on every n-th read once faults have started.")
 
-    _t0: float = PrivateAttr(default_factory=time.monotonic)
-    _n: int = PrivateAttr(default=0)
-    _walk: dict[str, float] = PrivateAttr(default_factory=dict)
-    _rng: random.Random = PrivateAttr(default_factory=random.Random)
+    # One private attribute holding the run state: pydantic serves each private attribute through
+    # __getattr__, which costs more per read than everything else the simulator does.
+    _run: _RunState = PrivateAttr(default_factory=_RunState)
 
     def model_post_init(self, context: object, /) -> None:
         super().model_post_init(context)
-        self._rng = random.Random(self.seed)
+        self._run.rng = random.Random(self.seed)
 
-    def _signal(self, field_name: str) -> float:
+    def _signal(self, field_name: str, run: _RunState) -> float:
         base = self.value.get(field_name, 0.0) if isinstance(self.value, dict) else self.value
-        t = time.monotonic() - self._t0
+        t = time.monotonic() - run.t0
         if self.signal == "constant":
             return base
         if self.signal == "sine":
@@ -72,18 +80,18 @@ class Simulated(Sensor):
             return base + self.amplitude * ((t / self.period) % 1.0)
         if self.signal == "step":
             return base + (self.amplitude if (t / self.period) % 1.0 >= 0.5 else 0.0)
-        walk = self._walk.get(field_name, base) + self._rng.gauss(0.0, self.amplitude)
-        self._walk[field_name] = walk
+        walk = run.walk.get(field_name, base) + run.rng.gauss(0.0, self.amplitude)
+        run.walk[field_name] = walk
         return walk
 
-    def _faulty(self) -> Fault:
-        n = self._n
-        self._n += 1
+    def _faulty(self, run: _RunState) -> Fault:
+        n = run.n
+        run.n += 1
         if self.fault == "none" or n < self.fault_after or (n - self.fault_after) % self.fault_every:
             return "none"
         return self.fault
 
-    def _sample(self, fault: Fault) -> dict[str, object]:
+    def _sample(self, fault: Fault, run: _RunState) -> dict[str, object]:
         if fault == "raise":
             raise SensorError("simulated failure")
         out: dict[str, object] = {}
@@ -95,21 +103,23 @@ class Simulated(Sensor):
             elif fault == "garbage":
                 out[name] = None
             else:
-                out[name] = self._signal(name)
+                out[name] = self._signal(name, run)
         return out
 
     async def read(self) -> dict[str, object]:
-        fault = self._faulty()
+        run = self._run
+        fault = self._faulty(run)
         if fault == "hang":
             await asyncio.sleep(HANG_SECONDS)
-        return self._sample(fault)
+        return self._sample(fault, run)
 
 
 class SimulatedBlocking(Simulated):
     """The simulated sensor as a blocking driver: runs in a worker thread, hangs with ``time.sleep``."""
 
     def read(self) -> dict[str, object]:  # type: ignore[override]
-        fault = self._faulty()
+        run = self._run
+        fault = self._faulty(run)
         if fault == "hang":
             time.sleep(HANG_SECONDS)
-        return self._sample(fault)
+        return self._sample(fault, run)
