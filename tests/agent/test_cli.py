@@ -97,3 +97,15 @@ def test_demo_runs_the_example_against_a_local_influxdb() -> None:
     assert last.startswith("stopped: ") and "InfluxDB holds" in last
     held = int(last.split("InfluxDB holds ")[1].split()[0])
     assert held > 10
+
+
+def test_run_with_an_unusable_spool_gives_one_line(config: Path, tmp_path: Path) -> None:
+    (tmp_path / "not-a-dir").write_text("")
+    settings = tmp_path / "agent.toml"
+    settings.write_text(f'config = "{config}"\n[spool]\npath = "{tmp_path / "not-a-dir" / "spool.db"}"\n')
+    result = run("run", "--settings", str(settings))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"fieldstation: {tmp_path / 'not-a-dir' / 'spool.db'}: cannot open the spool: [Errno 20] Not a directory: "
+        f"'{tmp_path / 'not-a-dir'}'"
+    ]

@@ -102,3 +102,10 @@ def test_a_file_that_is_not_a_spool_is_refused_and_left_alone(tmp_path: Path) ->
     with pytest.raises(SpoolError, match="not a usable spool"):
         Spool(path, sinks=["local"])
     assert path.read_bytes() == b"this is not sqlite" * 100
+
+
+def test_an_unwritable_place_gives_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SpoolError, match=r"file/sub/spool.db: cannot open the spool: "):
+        Spool(blocker / "sub" / "spool.db")

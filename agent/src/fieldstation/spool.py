@@ -55,14 +55,17 @@ class Spool:
     def __init__(self, path: Path, *, max_bytes: int = 1 << 30, sinks: Iterable[str] = ()) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self.sinks = list(sinks)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             db = self._db()
             db.executescript(SCHEMA)
+        except (OSError, sqlite3.OperationalError) as exc:
+            self.close()
+            raise SpoolError(f"{self.path}: cannot open the spool: {exc}") from None
         except sqlite3.DatabaseError as exc:
             # Never "repair" by recreating: the file may hold the only copy of unsent readings.
             self.close()
