@@ -105,7 +105,5 @@ def test_run_with_an_unusable_spool_gives_one_line(config: Path, tmp_path: Path)
     settings.write_text(f'config = "{config}"\n[spool]\npath = "{tmp_path / "not-a-dir" / "spool.db"}"\n')
     result = run("run", "--settings", str(settings))
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        f"fieldstation: {tmp_path / 'not-a-dir' / 'spool.db'}: cannot open the spool: [Errno 20] Not a directory: "
-        f"'{tmp_path / 'not-a-dir'}'"
-    ]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"fieldstation: {tmp_path / 'not-a-dir' / 'spool.db'}: cannot open the spool: [Errno ")
