@@ -58,6 +58,11 @@ def test_readings_arrive_with_their_values_tags_and_timestamps(influxd: LocalInf
     assert got == expected
     health = influxd.rows('SELECT * FROM "fieldstation_sensor" WHERE "unit" = \'count\' GROUP BY *', "fieldstation")
     assert {row["sensor"] for row in health} == {"sine", "ramp", "multi"}
+    assert all(row["errors"] == 0 and row["stale"] is False for row in health)
+    spool = influxd.rows('SELECT last("depth") FROM "fieldstation_spool" GROUP BY "sink"', "fieldstation")
+    assert [row["sink"] for row in spool] == ["local"]
+    sink = influxd.rows('SELECT last("write_failures") FROM "fieldstation_sink"', "fieldstation")
+    assert sink[0]["last"] == 0
 
 
 def test_an_influxdb_outage_of_30_s_loses_nothing_and_doubles_nothing(influxd: LocalInfluxd, tmp_path: Path) -> None:
@@ -163,8 +168,14 @@ def test_sigterm_flushes_every_reading_and_exits_0(influxd: LocalInfluxd, tmp_pa
         f'[[sinks]]\nname = "local"\nurl = "{influxd.url}"\n'
     )
     proc = start_agent_process(tmp_path / "agent.toml", tmp_path / "agent.log")
-    wait_for((tmp_path / "spool.db").exists, 20, "the spool")
+    wait_for((tmp_path / "state.json").exists, 20, "the state file")
     time.sleep(2)  # readings pile up in memory: the commit interval is 5 s
+    listing = subprocess.run(
+        fieldstation_cmd("sensors", "--settings", str(tmp_path / "agent.toml")), capture_output=True, text=True
+    )
+    assert listing.returncode == 0, listing.stderr
+    (row,) = listing.stdout.splitlines()[1:]
+    assert row.split()[:4] == ["t", "simulated", "0.1s", "ok"] and "value=" in row
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     with contextlib.closing(sqlite3.connect(tmp_path / "spool.db")) as db:
