@@ -1,6 +1,7 @@
 """The scheduler: every sensor on its own interval, none able to delay another.
 
-- Tick ``k`` of a sensor is due at ``start + k·interval`` on the loop's monotonic clock, so the schedule
+- Tick ``k`` of a sensor is due at ``start + phase + k·interval`` on the loop's monotonic clock (phases spread
+  slots of 20 sensors over the first second), so the schedule
   never drifts. A late tick is skipped, never bunched. Each sensor is driven by a timer callback: sensors due
   at the same instant are served by one wake-up of the loop.
 - An async read that completes without waiting (a computed or cached value) runs inline, with no Task; one
@@ -37,6 +38,10 @@ log = logging.getLogger("fieldstation.scheduler")
 Emit = Callable[[list[Reading]], None]
 
 BACKOFF_MAX = 60.0
+#: Sensors whose ticks share one instant (one wake-up of the loop). Every wake-up costs CPU, so sensors come in
+#: slots; a whole slot served at once delays its last sensor, so slots are small. Slots are spread over the
+#: first second (bench/RESULTS.md has the figures behind 20).
+SLOT_SIZE = 20
 
 
 def one_line(exc: BaseException) -> str:
@@ -72,6 +77,7 @@ class SensorState:
     retry_at: float = 0.0
     fast: bool = False  # an async driver: try each read inline first
     tick: int = 0
+    phase: float = 0.0  # seconds after the scheduler's start of this sensor's tick 0
     handle: asyncio.TimerHandle | None = None
 
     def is_stale(self, now: float) -> bool:
@@ -163,10 +169,12 @@ class Scheduler:
         """Run until ``stop`` is set, then close every sensor."""
         loop = self._loop = asyncio.get_running_loop()
         self._start = start = loop.time()
-        for st in self.states.values():
+        slots = math.ceil(len(self.states) / SLOT_SIZE)
+        for i, st in enumerate(self.states.values()):
             st.started = start
             st.fast = is_async(st.sensor)
-            st.handle = loop.call_at(start, self._fire, st)
+            st.phase = (i // SLOT_SIZE) / slots * min(st.sensor.interval, 1.0)
+            st.handle = loop.call_at(start + st.phase, self._fire, st)
         try:
             await stop.wait()
         finally:
@@ -211,8 +219,9 @@ class Scheduler:
         loop = self._loop
         interval = st.sensor.interval
         # Next tick strictly in the future: a read that overran skips ticks rather than bunching them.
-        st.tick = max(st.tick + 1, math.floor((loop.time() - self._start) / interval) + 1)
-        st.handle = loop.call_at(self._start + st.tick * interval, self._fire, st)
+        origin = self._start + st.phase
+        st.tick = max(st.tick + 1, math.floor((loop.time() - origin) / interval) + 1)
+        st.handle = loop.call_at(origin + st.tick * interval, self._fire, st)
 
     def _fire(self, st: SensorState) -> None:
         """A sensor's tick is due: read it inline if it can complete at once, else in a Task."""
