@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fieldstation import __version__
+from fieldstation.influx_setup import DEFAULT_SETUP, InfluxError
 from fieldstation.loader import DEFAULT_CONFIG, ConfigError, load_sensors
 from fieldstation.reading import Reading
 from fieldstation.sensor import Sensor
@@ -197,6 +198,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_influx_setup(args: argparse.Namespace) -> int:
+    from fieldstation.influx_setup import load_setup, setup
+
+    setup(load_setup(args.file))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded defaults: the example config of simulated sensors, a throwaway InfluxDB, live readings."""
     from fieldstation.agent import Agent
@@ -276,6 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--settings", type=Path, help=settings_help)
     sp.add_argument("--json", action="store_true")
 
+    influx = sub.add_parser("influx", help="InfluxDB administration.").add_subparsers(
+        dest="influx_command", required=True, metavar="COMMAND"
+    )
+    sp = influx.add_parser(
+        "setup",
+        help="Create the database, users, retention policies and continuous queries (idempotent).",
+        description="Create the database, users, retention policies and continuous queries (idempotent).",
+    )
+    sp.set_defaults(fn=cmd_influx_setup)
+    sp.add_argument("--file", type=Path, default=DEFAULT_SETUP, help=f"setup file (default {DEFAULT_SETUP})")
+
     sp = add("demo", cmd_demo, "Run the example config against a throwaway local InfluxDB, printing live readings.")
     sp.add_argument("--config", type=Path, help="another config.py to demo")
     sp.add_argument("--duration", type=float, help="stop after this many seconds")
@@ -291,6 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, SpoolError) as exc:
         print(f"fieldstation: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except InfluxError as exc:
+        print(f"fieldstation {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

@@ -1,0 +1,272 @@
+"""``fieldstation influx setup``: the database, its users, retention policies and downsampling, idempotently.
+
+Ansible renders ``/etc/fieldstation/influx-setup.toml`` (0600: it holds the admin and user passwords from the
+vault) and runs this after every InfluxDB install or inventory change. Running it twice changes nothing the
+second time; a password changed in the vault is applied.
+
+Layout, with the defaults: raw points in the retention policy ``raw`` (the database's default, kept 30 days);
+continuous queries write per-minute means into ``rollup_1m`` (kept a year) and per-hour means into ``rollup_1h``
+(kept forever). InfluxQL 1.x names a field's mean ``mean_<field>`` in a rollup (``SELECT mean(*) INTO``); dashboards
+query ``mean_<field>`` there and ``<field>`` in ``raw``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import tomllib
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from fieldstation.loader import ConfigError
+
+DEFAULT_SETUP = Path("/etc/fieldstation/influx-setup.toml")
+
+_DURATION = re.compile(r"^(INF|\d+[mhdw])$")
+_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def _duration(v: str) -> str:
+    if not _DURATION.match(v):
+        raise ValueError("must be a whole number of m, h, d or w (e.g. 30d), or INF")
+    return v
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Credentials(_Strict):
+    username: str = Field(pattern=_NAME)
+    password: SecretStr
+
+
+class User(_Strict):
+    name: str = Field(pattern=_NAME)
+    password: SecretStr
+    privilege: Literal["READ", "WRITE", "ALL"] = Field(description="Granted on the database.")
+
+
+class Rollup(_Strict):
+    every: Duration = Field(description="Bucket of the means, e.g. 1m.")
+    keep: Duration = Field(description="How long the rollup is kept; INF is forever.")
+
+    @property
+    def policy(self) -> str:
+        return f"rollup_{self.every}"
+
+
+class Retention(_Strict):
+    raw: Duration = Field("30d", description="How long raw points are kept.")
+    rollups: list[Rollup] = Field(
+        default_factory=lambda: [Rollup(every="1m", keep="365d"), Rollup(every="1h", keep="INF")]
+    )
+
+
+class InfluxSetup(_Strict):
+    url: str = Field("http://127.0.0.1:8086", pattern=r"^https?://")
+    database: str = Field("fieldstation", pattern=_NAME)
+    admin: Credentials
+    users: list[User] = Field(default_factory=list)
+    retention: Retention = Field(default_factory=Retention)
+
+
+def load_setup(path: Path) -> InfluxSetup:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    try:
+        return InfluxSetup.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{path}: {loc}: {msg}") from None
+
+
+class InfluxError(Exception):
+    """InfluxDB refused a statement; one line."""
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class Influx:
+    """Just enough of InfluxQL over HTTP, with basic auth."""
+
+    def __init__(self, url: str, auth: Credentials | None) -> None:
+        self.url = url.rstrip("/")
+        self.auth = auth
+
+    def query(self, q: str, db: str | None = None) -> list[dict[str, Any]]:
+        params = {"q": q}
+        if db:
+            params["db"] = db
+        data = urllib.parse.urlencode(params).encode()
+        req = urllib.request.Request(f"{self.url}/query", data=data, method="POST")  # noqa: S310  (configured URL)
+        if self.auth is not None:
+            token = f"{self.auth.username}:{self.auth.password.get_secret_value()}"
+            req.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode())
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310  (configured URL)
+                body = json.load(r)
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode(errors="replace").strip()
+            raise InfluxError(f"{self.url}: {exc.code} {text}") from None
+        except (OSError, ValueError) as exc:
+            raise InfluxError(f"{self.url}: {type(exc).__name__}: {exc}") from None
+        results: list[dict[str, Any]] = body.get("results", [])
+        for res in results:
+            if "error" in res:
+                raise InfluxError(f"{self.url}: {res['error']} (in: {q[:120]})")
+        return results
+
+    def rows(self, q: str, db: str | None = None) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for res in self.query(q, db):
+            for series in res.get("series", []):
+                out.extend(dict(zip(series["columns"], v, strict=True)) for v in series.get("values", []))
+        return out
+
+
+def continuous_query(db: str, source_rp: str, rollup: Rollup) -> tuple[str, str]:
+    """(name, statement) of the continuous query filling one rollup with per-bucket means of every field."""
+    name = f"cq_{rollup.policy}"
+    # Names are validated identifiers and durations validated units: nothing free-form reaches the statement.
+    select = (
+        f'SELECT mean(*) INTO "{db}"."{rollup.policy}".:MEASUREMENT FROM "{db}"."{source_rp}"./.*/ '  # noqa: S608
+        f"GROUP BY time({rollup.every}), *"
+    )
+    return name, f'CREATE CONTINUOUS QUERY "{name}" ON "{db}" BEGIN {select} END'
+
+
+def _same_duration(influx_value: str, wanted: str) -> bool:
+    """InfluxDB reports 30d as 720h0m0s and INF as 0s."""
+    if wanted == "INF":
+        return influx_value == "0s"
+    units = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+    seconds = int(wanted[:-1]) * units[wanted[-1]]
+    parts = re.findall(r"(\d+)([hms])", influx_value)
+    return sum(int(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts) == seconds
+
+
+def _ensure_admin(cfg: InfluxSetup, admin: Influx, say: Callable[[str], None]) -> int:
+    try:
+        admin.query("SHOW USERS")
+    except InfluxError as exc:
+        if "create admin user first" not in str(exc):
+            raise
+        # A fresh server with auth on accepts exactly one unauthenticated statement: creating the admin.
+        Influx(cfg.url, None).query(
+            f'CREATE USER "{cfg.admin.username}" WITH PASSWORD {_quote(cfg.admin.password.get_secret_value())} '
+            "WITH ALL PRIVILEGES"
+        )
+        say(f"admin user {cfg.admin.username}: created")
+        return 1
+    return 0
+
+
+def _ensure_database(db: str, admin: Influx, say: Callable[[str], None]) -> int:
+    if db in {r["name"] for r in admin.rows("SHOW DATABASES")}:
+        say(f"database {db}: exists")
+        return 0
+    admin.query(f'CREATE DATABASE "{db}"')
+    say(f"database {db}: created")
+    return 1
+
+
+def _ensure_users(cfg: InfluxSetup, admin: Influx, say: Callable[[str], None]) -> int:
+    changes = 0
+    db = cfg.database
+    users = {r["user"] for r in admin.rows("SHOW USERS")}
+    for user in cfg.users:
+        password = _quote(user.password.get_secret_value())
+        if user.name in users:
+            admin.query(f'SET PASSWORD FOR "{user.name}" = {password}')  # the vault is the truth
+            state = "exists, password set"
+        else:
+            admin.query(f'CREATE USER "{user.name}" WITH PASSWORD {password}')
+            state = "created"
+            changes += 1
+        grants = {r["database"]: r["privilege"] for r in admin.rows(f'SHOW GRANTS FOR "{user.name}"')}
+        wanted = {"READ": "READ", "WRITE": "WRITE", "ALL": "ALL PRIVILEGES"}[user.privilege]
+        if grants.get(db) != wanted:
+            admin.query(f'REVOKE ALL ON "{db}" FROM "{user.name}"')
+            admin.query(f'GRANT {user.privilege} ON "{db}" TO "{user.name}"')
+            state += f", granted {user.privilege}"
+            changes += 1
+        say(f"user {user.name}: {state}")
+    return changes
+
+
+def _ensure_retention(cfg: InfluxSetup, admin: Influx, say: Callable[[str], None]) -> int:
+    changes = 0
+    db = cfg.database
+    policies = {r["name"]: r for r in admin.rows(f'SHOW RETENTION POLICIES ON "{db}"')}
+    wanted = [("raw", cfg.retention.raw, True)] + [(r.policy, r.keep, False) for r in cfg.retention.rollups]
+    for name, keep, default in wanted:
+        have = policies.get(name)
+        suffix = " DEFAULT" if default else ""
+        if have is None:
+            admin.query(f'CREATE RETENTION POLICY "{name}" ON "{db}" DURATION {keep} REPLICATION 1{suffix}')
+            say(f"retention policy {name}: created, {keep}{suffix.lower()}")
+            changes += 1
+        elif not _same_duration(have["duration"], keep) or bool(have["default"]) != default:
+            admin.query(f'ALTER RETENTION POLICY "{name}" ON "{db}" DURATION {keep}{suffix}')
+            say(f"retention policy {name}: changed to {keep}{suffix.lower()}")
+            changes += 1
+        else:
+            say(f"retention policy {name}: {keep}{suffix.lower()}, as configured")
+    return changes
+
+
+def _ensure_continuous_queries(cfg: InfluxSetup, admin: Influx, say: Callable[[str], None]) -> int:
+    changes = 0
+    db = cfg.database
+    have: dict[str, str] = {}
+    for res in admin.query("SHOW CONTINUOUS QUERIES"):
+        for series in res.get("series", []):
+            if series["name"] == db:
+                have.update({v[0]: v[1] for v in series.get("values", [])})
+    wanted = dict(continuous_query(db, "raw", r) for r in cfg.retention.rollups)
+    for name, statement in wanted.items():
+        if have.get(name) == statement.replace('"', ""):  # InfluxDB stores it without the quotes
+            say(f"continuous query {name}: as configured")
+            continue
+        if name in have:
+            admin.query(f'DROP CONTINUOUS QUERY "{name}" ON "{db}"')
+        admin.query(statement)
+        say(f"continuous query {name}: {'replaced' if name in have else 'created'}")
+        changes += 1
+    for name in sorted(set(have) - set(wanted)):
+        if name.startswith("cq_rollup_"):  # ours, from a rollup no longer configured
+            admin.query(f'DROP CONTINUOUS QUERY "{name}" ON "{db}"')
+            say(f"continuous query {name}: dropped")
+            changes += 1
+    return changes
+
+
+def setup(cfg: InfluxSetup, say: Callable[[str], None] = print) -> int:
+    """Bring InfluxDB to the configured state; returns the number of changes made."""
+    admin = Influx(cfg.url, cfg.admin)
+    changes = _ensure_admin(cfg, admin, say)
+    changes += _ensure_database(cfg.database, admin, say)
+    changes += _ensure_users(cfg, admin, say)
+    changes += _ensure_retention(cfg, admin, say)
+    changes += _ensure_continuous_queries(cfg, admin, say)
+    say(f"{changes} change{'s' if changes != 1 else ''}")
+    return changes

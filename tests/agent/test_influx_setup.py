@@ -1,0 +1,142 @@
+"""`fieldstation influx setup` against a real InfluxDB with auth on: idempotent, grants enforced."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from fieldstation.influx_setup import Credentials, Influx, InfluxError, Rollup, continuous_query
+from fieldstation.settings import SinkSettings
+from fieldstation.sink import InfluxWriter
+from harness.agent import fieldstation_cmd
+from harness.influx import start_influxd
+
+SETUP = """\
+url = "{url}"
+database = "lab"
+[admin]
+username = "admin"
+password = "{admin_pw}"
+[[users]]
+name = "agent"
+password = "{agent_pw}"
+privilege = "WRITE"
+[[users]]
+name = "grafana"
+password = "gr'pw"
+privilege = "READ"
+[retention]
+raw = "30d"
+rollups = [{{ every = "1m", keep = "365d" }}, {{ every = "1h", keep = "INF" }}]
+"""
+
+
+def run_setup(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(fieldstation_cmd("influx", "setup", "--file", str(path)), capture_output=True, text=True)
+
+
+def as_user(url: str, name: str, password: str) -> Influx:
+    return Influx(url, Credentials(username=name, password=password))  # type: ignore[arg-type]
+
+
+def test_setup_creates_everything_once_and_grants_are_enforced(tmp_path: Path) -> None:
+    server = start_influxd(tmp_path / "influxd", auth=True, db=None)
+    try:
+        path = tmp_path / "influx-setup.toml"
+        path.write_text(SETUP.format(url=server.url, admin_pw="adm1n", agent_pw="ag3nt"))
+        first = run_setup(path)
+        assert first.returncode == 0, first.stderr
+        assert "admin user admin: created" in first.stdout and "database lab: created" in first.stdout
+        second = run_setup(path)
+        assert second.returncode == 0, second.stderr
+        assert second.stdout.strip().endswith("0 changes")
+
+        admin = as_user(server.url, "admin", "adm1n")
+        rps = {r["name"]: (r["duration"], r["default"]) for r in admin.rows('SHOW RETENTION POLICIES ON "lab"')}
+        assert rps["raw"] == ("720h0m0s", True)
+        assert rps["rollup_1m"] == ("8760h0m0s", False)
+        assert rps["rollup_1h"] == ("0s", False)
+        cqs = [
+            v
+            for res in admin.query("SHOW CONTINUOUS QUERIES")
+            for s in res.get("series", [])
+            if s["name"] == "lab"
+            for v in s["values"]
+        ]
+        assert sorted(name for name, _ in cqs) == ["cq_rollup_1h", "cq_rollup_1m"]
+
+        agent = as_user(server.url, "agent", "ag3nt")
+        grafana = as_user(server.url, "grafana", "gr'pw")
+        # The agent writes (through the default policy, raw) but cannot read; Grafana reads but cannot write.
+        with pytest.raises(InfluxError, match="not authorized"):
+            agent.query('SELECT * FROM "m"', "lab")
+        t = time.time_ns()
+        write = SinkSettings(name="x", url=server.url, database="lab", username="agent", password="ag3nt")  # type: ignore[arg-type]
+        with InfluxWriter(write) as writer:
+            writer.write(f"m,sensor=a value=1.5 {t}".encode())
+        assert [r["value"] for r in grafana.rows('SELECT "value" FROM "lab"."raw"."m"', "lab")] == [1.5]
+        with pytest.raises(InfluxError, match="not authorized"):
+            grafana.query('CREATE DATABASE "other"')
+
+        # A password rotated in the vault is applied; the old one stops working.
+        path.write_text(SETUP.format(url=server.url, admin_pw="adm1n", agent_pw="n3w"))
+        assert run_setup(path).returncode == 0
+        with pytest.raises(InfluxError, match="401"):
+            as_user(server.url, "agent", "ag3nt").query("SHOW DATABASES")
+    finally:
+        server.stop()
+
+
+def test_the_rollup_query_computes_means(tmp_path: Path) -> None:
+    """The continuous query's SELECT … INTO, run by hand over seeded data, writes the per-minute means."""
+    server = start_influxd(tmp_path / "influxd", db=None)
+    try:
+        db = Influx(server.url, None)
+        db.query('CREATE DATABASE "lab"')
+        db.query('CREATE RETENTION POLICY "raw" ON "lab" DURATION 30d REPLICATION 1 DEFAULT')
+        db.query('CREATE RETENTION POLICY "rollup_1m" ON "lab" DURATION 365d REPLICATION 1')
+        t0 = (time.time_ns() // 60_000_000_000 - 10) * 60_000_000_000  # a whole minute, ten minutes ago
+        lines = "\n".join(
+            f"temp,sensor=t1,unit=K value={v} {t0 + i * 10_000_000_000}"
+            for i, v in enumerate([1, 2, 3, 4, 5, 6, 10, 20])
+        )
+        with InfluxWriter(SinkSettings(name="x", url=server.url, database="lab")) as writer:
+            writer.write(lines.encode())
+        _, statement = continuous_query("lab", "raw", Rollup(every="1m", keep="365d"))
+        select = statement.split(" BEGIN ")[1].removesuffix(" END")
+        db.query(
+            f"{select.replace(' GROUP BY', f' WHERE time >= {t0} AND time < {t0 + 120_000_000_000} GROUP BY')}", "lab"
+        )
+        rows = db.rows('SELECT "mean_value" FROM "lab"."rollup_1m"."temp" GROUP BY "sensor"', "lab")
+        assert [r["mean_value"] for r in rows] == [3.5, 15.0]
+    finally:
+        server.stop()
+
+
+def test_bad_setup_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "influx-setup.toml"
+    path.write_text('[admin]\nusername = "admin"\npassword = "x"\n[retention]\nraw = "30 days"\n')
+    result = run_setup(path)
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"fieldstation: {path}: retention.raw: must be a whole number of m, h, d or w (e.g. 30d), or INF"
+    )
+
+
+def test_a_wrong_admin_password_is_one_line(tmp_path: Path) -> None:
+    server = start_influxd(tmp_path / "influxd", auth=True, db=None)
+    try:
+        path = tmp_path / "influx-setup.toml"
+        path.write_text(SETUP.format(url=server.url, admin_pw="right", agent_pw="a"))
+        assert run_setup(path).returncode == 0
+        path.write_text(SETUP.format(url=server.url, admin_pw="wrong", agent_pw="a"))
+        result = run_setup(path)
+        assert result.returncode == 1
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(f"fieldstation influx: {server.url}: 401")
+    finally:
+        server.stop()
