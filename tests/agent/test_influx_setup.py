@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fieldstation.influx_setup import Credentials, Influx, InfluxError, Rollup, continuous_query
+from fieldstation.influx_setup import Rollup, continuous_query
+from fieldstation.influxql import Influx, InfluxError
 from fieldstation.settings import SinkSettings
 from fieldstation.sink import InfluxWriter
 from harness.agent import fieldstation_cmd
@@ -39,7 +40,7 @@ def run_setup(path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def as_user(url: str, name: str, password: str) -> Influx:
-    return Influx(url, Credentials(username=name, password=password))  # type: ignore[arg-type]
+    return Influx(url, (name, password))
 
 
 def test_setup_creates_everything_once_and_grants_are_enforced(tmp_path: Path) -> None:
@@ -94,7 +95,7 @@ def test_the_rollup_query_computes_means(tmp_path: Path) -> None:
     """The continuous query's SELECT … INTO, run by hand over seeded data, writes the per-minute means."""
     server = start_influxd(tmp_path / "influxd", db=None)
     try:
-        db = Influx(server.url, None)
+        db = Influx(server.url)
         db.query('CREATE DATABASE "lab"')
         db.query('CREATE RETENTION POLICY "raw" ON "lab" DURATION 30d REPLICATION 1 DEFAULT')
         db.query('CREATE RETENTION POLICY "rollup_1m" ON "lab" DURATION 365d REPLICATION 1')

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from fieldstation import __version__
-from fieldstation.influx_setup import DEFAULT_SETUP, InfluxError
+from fieldstation.influx_setup import DEFAULT_SETUP
+from fieldstation.influxql import InfluxError
 from fieldstation.loader import DEFAULT_CONFIG, ConfigError, load_sensors
 from fieldstation.reading import Reading
 from fieldstation.sensor import Sensor

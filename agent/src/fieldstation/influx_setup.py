@@ -12,20 +12,15 @@ query ``mean_<field>`` there and ``<field>`` in ``raw``.
 
 from __future__ import annotations
 
-import base64
-import json
 import re
-import tomllib
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
-from fieldstation.loader import ConfigError
+from fieldstation.influxql import Influx, InfluxError
+from fieldstation.settings import load_toml
 
 DEFAULT_SETUP = Path("/etc/fieldstation/influx-setup.toml")
 
@@ -82,65 +77,11 @@ class InfluxSetup(_Strict):
 
 
 def load_setup(path: Path) -> InfluxSetup:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    try:
-        return InfluxSetup.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{path}: {loc}: {msg}") from None
-
-
-class InfluxError(Exception):
-    """InfluxDB refused a statement; one line."""
+    return load_toml(path, InfluxSetup)
 
 
 def _quote(s: str) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-class Influx:
-    """Just enough of InfluxQL over HTTP, with basic auth."""
-
-    def __init__(self, url: str, auth: Credentials | None) -> None:
-        self.url = url.rstrip("/")
-        self.auth = auth
-
-    def query(self, q: str, db: str | None = None) -> list[dict[str, Any]]:
-        params = {"q": q}
-        if db:
-            params["db"] = db
-        data = urllib.parse.urlencode(params).encode()
-        req = urllib.request.Request(f"{self.url}/query", data=data, method="POST")  # noqa: S310  (configured URL)
-        if self.auth is not None:
-            token = f"{self.auth.username}:{self.auth.password.get_secret_value()}"
-            req.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode())
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310  (configured URL)
-                body = json.load(r)
-        except urllib.error.HTTPError as exc:
-            text = exc.read().decode(errors="replace").strip()
-            raise InfluxError(f"{self.url}: {exc.code} {text}") from None
-        except (OSError, ValueError) as exc:
-            raise InfluxError(f"{self.url}: {type(exc).__name__}: {exc}") from None
-        results: list[dict[str, Any]] = body.get("results", [])
-        for res in results:
-            if "error" in res:
-                raise InfluxError(f"{self.url}: {res['error']} (in: {q[:120]})")
-        return results
-
-    def rows(self, q: str, db: str | None = None) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for res in self.query(q, db):
-            for series in res.get("series", []):
-                out.extend(dict(zip(series["columns"], v, strict=True)) for v in series.get("values", []))
-        return out
 
 
 def continuous_query(db: str, source_rp: str, rollup: Rollup) -> tuple[str, str]:
@@ -171,7 +112,7 @@ def _ensure_admin(cfg: InfluxSetup, admin: Influx, say: Callable[[str], None]) -
         if "create admin user first" not in str(exc):
             raise
         # A fresh server with auth on accepts exactly one unauthenticated statement: creating the admin.
-        Influx(cfg.url, None).query(
+        Influx(cfg.url).query(
             f'CREATE USER "{cfg.admin.username}" WITH PASSWORD {_quote(cfg.admin.password.get_secret_value())} '
             "WITH ALL PRIVILEGES"
         )
@@ -262,7 +203,7 @@ def _ensure_continuous_queries(cfg: InfluxSetup, admin: Influx, say: Callable[[s
 
 def setup(cfg: InfluxSetup, say: Callable[[str], None] = print) -> int:
     """Bring InfluxDB to the configured state; returns the number of changes made."""
-    admin = Influx(cfg.url, cfg.admin)
+    admin = Influx(cfg.url, (cfg.admin.username, cfg.admin.password.get_secret_value()))
     changes = _ensure_admin(cfg, admin, say)
     changes += _ensure_database(cfg.database, admin, say)
     changes += _ensure_users(cfg, admin, say)

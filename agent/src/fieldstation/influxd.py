@@ -6,18 +6,17 @@ ports, no reporting and no ``_internal`` database. Not for production: Ansible i
 
 from __future__ import annotations
 
-import base64
-import json
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from fieldstation.influxql import Influx
 
 CONFIG = """\
 reporting-disabled = true
@@ -102,32 +101,9 @@ class LocalInfluxd:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
     def query(self, q: str, db: str | None = None, *, auth: tuple[str, str] | None = None) -> list[dict[str, Any]]:
-        """Run InfluxQL; returns the ``results`` list. Raises RuntimeError on an error reply."""
-        params = {"q": q, "epoch": "ns"}
-        if db:
-            params["db"] = db
-        data = urllib.parse.urlencode(params).encode()
-        req = urllib.request.Request(f"{self.url}/query", data=data, method="POST")  # noqa: S310  (loopback URL)
-        if auth:
-            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-            req.add_header("Authorization", f"Basic {token}")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310  (our own loopback URL)
-                body = json.load(r)
-        except urllib.error.HTTPError as exc:
-            raise RuntimeError(f"influxdb: {exc.code} {exc.read().decode(errors='replace')}") from None
-        results: list[dict[str, Any]] = body.get("results", [])
-        for res in results:
-            if "error" in res:
-                raise RuntimeError(f"influxdb: {res['error']}")
-        return results
+        """Run InfluxQL (timestamps in ns); raises InfluxError on an error reply."""
+        return Influx(self.url, auth).query(q, db, epoch="ns")
 
     def rows(self, q: str, db: str) -> list[dict[str, Any]]:
-        """Rows of the first series-set of a query, as dicts (tags included)."""
-        out = []
-        for res in self.query(q, db):
-            for series in res.get("series", []):
-                tags = series.get("tags", {})
-                for values in series["values"]:
-                    out.append({**tags, **dict(zip(series["columns"], values, strict=True))})
-        return out
+        """Rows of a query as dicts, tags included, ``time`` in ns."""
+        return Influx(self.url).rows(q, db, epoch="ns")

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from fieldstation.loader import ConfigError
 
 DEFAULT_SETTINGS = Path("/etc/fieldstation/agent.toml")
+M = TypeVar("M", bound=BaseModel)
 STATE_DIR = Path("/var/lib/fieldstation")
 
 
@@ -60,22 +61,29 @@ class AgentSettings(_Strict):
     state_file: Path = Field(STATE_DIR / "state.json", description="Live state for `fieldstation sensors`.")
 
 
+def load_toml(path: Path, model: type[M]) -> M:
+    """Read a TOML settings file into ``model``; every mistake is a one-line ConfigError naming the file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{path}: {loc}: {msg}") from None
+
+
 def load_settings(path: Path | None) -> AgentSettings:
     """Read agent.toml; ``None`` means the default path if it exists, else the embedded defaults."""
     if path is None:
         if not DEFAULT_SETTINGS.exists():
             return AgentSettings()
         path = DEFAULT_SETTINGS
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    try:
-        return AgentSettings.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{path}: {loc}: {msg}") from None
+    return load_toml(path, AgentSettings)

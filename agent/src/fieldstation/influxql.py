@@ -1,0 +1,55 @@
+"""Just enough of InfluxDB 1.x's HTTP query API: InfluxQL statements with basic auth, one-line errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+
+class InfluxError(Exception):
+    """InfluxDB refused a statement or could not be reached; one line."""
+
+
+class Influx:
+    def __init__(self, url: str, auth: tuple[str, str] | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.auth = auth
+
+    def query(self, q: str, db: str | None = None, *, epoch: str | None = None) -> list[dict[str, Any]]:
+        """Run InfluxQL; returns the ``results`` list."""
+        params = {"q": q}
+        if db:
+            params["db"] = db
+        if epoch:
+            params["epoch"] = epoch
+        data = urllib.parse.urlencode(params).encode()
+        req = urllib.request.Request(f"{self.url}/query", data=data, method="POST")  # noqa: S310  (configured URL)
+        if self.auth is not None:
+            token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310  (configured URL)
+                body = json.load(r)
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode(errors="replace").strip()
+            raise InfluxError(f"{self.url}: {exc.code} {text}") from None
+        except (OSError, ValueError) as exc:
+            raise InfluxError(f"{self.url}: {type(exc).__name__}: {exc}") from None
+        results: list[dict[str, Any]] = body.get("results", [])
+        for res in results:
+            if "error" in res:
+                raise InfluxError(f"{self.url}: {res['error']} (in: {q[:120]})")
+        return results
+
+    def rows(self, q: str, db: str | None = None, *, epoch: str | None = None) -> list[dict[str, Any]]:
+        """Every row of every series, as dicts with the series' tags merged in."""
+        out: list[dict[str, Any]] = []
+        for res in self.query(q, db, epoch=epoch):
+            for series in res.get("series", []):
+                tags = series.get("tags", {})
+                out.extend({**tags, **dict(zip(series["columns"], v, strict=True))} for v in series.get("values", []))
+        return out
