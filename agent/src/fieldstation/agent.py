@@ -51,6 +51,7 @@ class Agent:
         self._committer_stop = threading.Event()
         self._committer = threading.Thread(target=self._commit_loop, name="spool-commit", daemon=True)
         self.acknowledged = 0
+        self.last_commit_ok = time.monotonic()
 
     # -- readings into the spool -------------------------------------------------------------------
 
@@ -76,6 +77,7 @@ class Agent:
         while not self._committer_stop.wait(interval):
             try:
                 self.commit()
+                self.last_commit_ok = time.monotonic()
                 if time.monotonic() - last_trim >= 1.0:
                     self.spool.trim()
                     last_trim = time.monotonic()
@@ -149,7 +151,9 @@ class Agent:
         watchdog = sdnotify.watchdog_interval()
         next_health = time.monotonic()
         while True:
-            if watchdog:
+            # The watchdog is fed only while the spool takes commits: a data drive that hangs or fails gets
+            # the service restarted by systemd instead of readings piling up in memory.
+            if watchdog and time.monotonic() - self.last_commit_ok < max(10.0, 5 * self.settings.spool.commit_interval):
                 sdnotify.notify("WATCHDOG=1")
             if time.monotonic() >= next_health:
                 next_health += interval

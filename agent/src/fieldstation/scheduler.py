@@ -1,9 +1,8 @@
 """The scheduler: every sensor on its own interval, none able to delay another.
 
-- Tick ``k`` of a sensor is due at ``start + phase + k·interval`` on the loop's monotonic clock (phases spread
-  slots of 20 sensors over the first second), so the schedule
-  never drifts. A late tick is skipped, never bunched. Each sensor is driven by a timer callback: sensors due
-  at the same instant are served by one wake-up of the loop.
+- Tick ``k`` of a sensor is due at ``start + phase + k·interval`` on the loop's monotonic clock, so the schedule
+  never drifts. A late tick is skipped, never bunched. Each sensor is driven by a timer callback; sensors come in
+  slots of ``SLOT_SIZE`` whose phases are spread over the first second, and a slot is served by one wake-up.
 - An async read that completes without waiting (a computed or cached value) runs inline, with no Task; one
   that waits continues as a Task under its timeout.
 - Blocking drivers run in a worker thread: one thread per bus (sensors sharing a serial port are read one at a
