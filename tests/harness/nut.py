@@ -45,7 +45,9 @@ class Upsd:
     def set_state(self, values: dict[str, str]) -> None:
         """Rewrite the dummy's .dev file; dummy-ups re-reads it when its mtime changes."""
         dev = self.etc / "dummy.dev"
-        dev.write_text("".join(f"{k}: {v}\n" for k, v in values.items()))
+        tmp = dev.with_suffix(".tmp")
+        tmp.write_text("".join(f"{k}: {v}\n" for k, v in values.items()))
+        tmp.replace(dev)  # atomically: dummy-ups must never read a half-written file
         st = dev.stat()
         os.utime(dev, ns=(st.st_atime_ns, max(st.st_mtime_ns, time.time_ns()) + 1_000_000_000))
 

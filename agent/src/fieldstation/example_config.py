@@ -17,6 +17,8 @@ from typing import Literal
 from fieldstation import Linear, PowerOfTen, Sensor
 from fieldstation.sensors.simulated import Simulated
 
+# from fieldstation.sensors.nut import Nut
+
 
 # Your own sensor: subclass Sensor, declare options as typed fields, return a number (or a dict of
 # fields) from read(). A blocking read() runs in its own thread; `async def read` is fine too.
@@ -101,6 +103,10 @@ sensors = {
             precision=2,
         ),
     ],
+    # "UPS": [
+    #     # Any UPS upsd serves: USB (usbhid-ups), Eaton network cards (snmp-ups, netxml-ups). See docs/sensors/nut.md.
+    #     Nut(name="ups", ups="eaton5px", description="Server-room UPS", interval=5),
+    # ],
     "Host": [
         LoadAverage(name="load1", description="Load average, 1 min", unit="", interval=10, precision=2),
     ],
