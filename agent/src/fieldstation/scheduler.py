@@ -328,7 +328,7 @@ class Scheduler:
             msg = f"read timed out after {st.sensor.read_timeout:g} s"
         else:
             msg = one_line(exc)
-        self._note_failure(st, time.monotonic(), msg, reopen=True)
+        self._note_failure(st, time.monotonic(), msg, reopen=getattr(exc, "reopen", True))
 
     def _succeeded(self, st: SensorState, raw: Any, time_ns: int, t0: float) -> list[Reading]:
         latency = time.perf_counter() - t0

@@ -47,7 +47,15 @@ MIN_INTERVAL = 0.1
 
 
 class SensorError(Exception):
-    """A driver failure worth one log line (device absent, timeout, bad frame)."""
+    """A driver failure worth one log line (device absent, timeout, bad frame).
+
+    ``reopen=False`` says the device is still there but has no valid value (an open thermocouple): the scheduler
+    then keeps the connection and polls again at the normal interval instead of reconnecting with backoff.
+    """
+
+    def __init__(self, message: str, *, reopen: bool = True) -> None:
+        super().__init__(message)
+        self.reopen = reopen
 
 
 class MissingExtra(Exception):
