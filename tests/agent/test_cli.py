@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from harness.agent import fieldstation_cmd
+from fieldstation.simulators import DEFAULT_PORTS
+from harness.agent import fieldstation_cmd, wait_for
 
 CONFIG = """\
 from fieldstation.sensors.simulated import Simulated
@@ -89,10 +91,25 @@ def test_status_without_a_spool_says_so(tmp_path: Path) -> None:
     assert "no spool yet" in result.stderr
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the simulators do
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def test_demo_runs_the_example_against_a_local_influxdb() -> None:
+    simulators_can_start = all(port_is_free(p) for p in DEFAULT_PORTS.values())
     result = run("demo", "--duration", "4")
     assert result.returncode == 0, result.stderr
-    assert "cryo_temp" in result.stdout and "mains" in result.stdout
+    assert "cryo_temp" in result.stdout and "mains" in result.stdout and "  pi " in result.stdout
+    if simulators_can_start:  # the example's Arduino and HTTP entries read the demo's simulators
+        assert "  due " in result.stdout and "  roof " in result.stdout, result.stdout
+    else:  # something else holds the example's fixed ports: the demo says so and runs the rest
+        assert "simulators not started" in result.stdout
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("stopped: ") and "InfluxDB holds" in last
     held = int(last.split("InfluxDB holds ")[1].split()[0])
@@ -107,3 +124,29 @@ def test_run_with_an_unusable_spool_gives_one_line(config: Path, tmp_path: Path)
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"fieldstation: {tmp_path / 'not-a-dir' / 'spool.db'}: cannot open the spool: [Errno ")
+
+
+def test_once_with_timing_runs_against_the_simulators_of_fieldstation_simulate(tmp_path: Path) -> None:
+    sim_dir = tmp_path / "sim"
+    log = tmp_path / "simulate.log"
+    with log.open("w") as out:
+        sim = subprocess.Popen(
+            fieldstation_cmd("simulate", "--dir", str(sim_dir), "--free-ports", "--duration", "100"),
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        wait_for(lambda: (sim_dir / "config.py").exists() or sim.poll() is not None, 30, "simulate to write config.py")
+        assert sim.poll() is None, log.read_text()
+        result = run("once", "-n", "3", "--timing", str(sim_dir / "config.py"))
+    finally:
+        sim.terminate()
+        sim.wait(15)
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = result.stdout.split("sensor ", 1)[1]
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[1:] if line.strip()}
+    assert set(rows) == {"we515", "sdm630", "rtu_we515", "rtu_sdm120", "due", "roof", "pi"}
+    for name, row in rows.items():
+        assert row[2:4] == ["3", "0"], f"{name}: {row}"  # 3 reads, 0 errors
+    assert "active_energy=" in result.stdout and "pressure=" in result.stdout and "temp=" in result.stdout
+    assert sim.returncode == 0, log.read_text()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -211,12 +212,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from fieldstation.agent import Agent
     from fieldstation.influxd import LocalInfluxd
     from fieldstation.settings import SinkSettings, SpoolSettings
+    from fieldstation.simulators import Station
 
     sensors = load_sensors(args.config or EXAMPLE_CONFIG)
     influx = LocalInfluxd().start()
+    work = Path(tempfile.mkdtemp(prefix="fieldstation-demo-"))
+    # The example's Arduino and HTTP entries read simulated devices on their default ports.
+    station: Station | None = Station(work / "sim")
+    try:
+        assert station is not None
+        station.start()
+    except OSError as exc:
+        print(f"simulators not started ({exc}): the Arduino and HTTP sensors will report errors", flush=True)
+        if station is not None:
+            station.stop()
+        station = None
     try:
         influx.query("CREATE DATABASE fieldstation")
-        work = Path(tempfile.mkdtemp(prefix="fieldstation-demo-"))
         settings = AgentSettings(
             config=Path(args.config or EXAMPLE_CONFIG),
             spool=SpoolSettings(path=work / "spool.db"),
@@ -242,7 +254,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
         stored = sum(v for row in count for k, v in row.items() if k.startswith("count_") and v)
         print(f"stopped: {agent.acknowledged} readings acknowledged; InfluxDB holds {stored} field values.")
     finally:
+        if station is not None:
+            station.stop()
         influx.cleanup()
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Start the device simulators and write a config.py that reads them; run until Ctrl-C or --duration."""
+    import signal
+    import threading
+
+    from fieldstation.simulators import DEFAULT_PORTS, Station
+
+    directory = args.dir.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    ports = {name: 0 for name in DEFAULT_PORTS} if args.free_ports else None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with Station(directory, ports) as station:
+        config = directory / "config.py"
+        tmp = config.with_suffix(".tmp")
+        tmp.write_text(station.config())
+        tmp.replace(config)  # whole or not at all: scripts wait for this file
+        assert station.tcp_meters and station.arduino and station.http
+        print(f"Modbus TCP meters  127.0.0.1:{station.tcp_meters.port} (WE-515 id 1, SDM630 id 2)")
+        if station.rtu_port:
+            print(f"Modbus RTU meters  {station.rtu_port} at 9600 8N1 (WE-515 id 1, SDM120 id 2)")
+        else:
+            print("Modbus RTU meters  not started: socat is not installed")
+        print(f"Arduino board      127.0.0.1:{station.arduino.port}")
+        print(f"HTTP JSON station  http://127.0.0.1:{station.http.port}/weather")
+        print(f"config             {config}\ntry                fieldstation once -n 3 --timing {config}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait(args.duration)
     return 0
 
 
@@ -295,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.set_defaults(fn=cmd_influx_setup)
     sp.add_argument("--file", type=Path, default=DEFAULT_SETUP, help=f"setup file (default {DEFAULT_SETUP})")
+
+    sp = add("simulate", cmd_simulate, "Start device simulators (Modbus, Arduino, HTTP JSON) and write a config.py.")
+    sp.add_argument("--dir", type=Path, default=Path("fieldstation-sim"), help="where config.py goes")
+    sp.add_argument("--free-ports", action="store_true", help="free ports instead of 5020, 5000 and 8089")
+    sp.add_argument("--duration", type=float, help="stop after this many seconds")
 
     sp = add("demo", cmd_demo, "Run the example config against a throwaway local InfluxDB, printing live readings.")
     sp.add_argument("--config", type=Path, help="another config.py to demo")

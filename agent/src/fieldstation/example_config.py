@@ -14,10 +14,16 @@
 import os
 from typing import Literal
 
-from fieldstation import Linear, PowerOfTen, Sensor
+from fieldstation import Linear, Polynomial, PowerOfTen, Sensor
+from fieldstation.sensors.arduino import Arduino
+from fieldstation.sensors.http_json import HttpJson
+from fieldstation.sensors.pi import Pi
 from fieldstation.sensors.simulated import Simulated
 
+# Hardware drivers: uncomment with their entries below. Each has a page in docs/sensors/.
+# from fieldstation.sensors.modbus import Modbus      # needs the `modbus` extra
 # from fieldstation.sensors.nut import Nut
+# from fieldstation.sensors.phidget import Phidget    # needs the `phidget` extra
 
 
 # Your own sensor: subclass Sensor, declare options as typed fields, return a number (or a dict of
@@ -103,11 +109,50 @@ sensors = {
             precision=2,
         ),
     ],
+    "Bench": [
+        # The lab's Arduino Due (agent/arduino/fieldstation_analog): 12 analog inputs over Ethernet, in volts,
+        # with a per-channel conversion. `fieldstation demo` and `fieldstation simulate` run a simulated board
+        # at 127.0.0.1:5000; put your board's address here.
+        Arduino(
+            name="due",
+            description="Bench analog inputs",
+            host="127.0.0.1",
+            port=5000,
+            channels={0: "pressure", 1: "flow"},
+            conversion={"pressure": Linear(slope=2.0), "flow": Polynomial(coefficients=[0.0, 12.5, 0.8])},
+            unit={"pressure": "bar", "flow": "l/min"},
+            interval=1,
+            precision=3,
+        ),
+        # Any device answering JSON over HTTP: values picked by path.
+        HttpJson(
+            name="roof",
+            description="Roof weather station",
+            url="http://127.0.0.1:8089/weather",
+            fields={"temp": "data.outdoor.temp", "rh": "data.outdoor.rh"},
+            unit={"temp": "°C", "rh": "%"},
+            interval=10,
+        ),
+    ],
+    # "Energy": [
+    #     # Modbus meters: a model is a register map (orno_we515, eastron_sdm120, eastron_sdm630, or your .toml).
+    #     # Meters on one RS-485 port share it and are polled in turn. See docs/sensors/modbus.md.
+    #     Modbus(name="mains_meter", model="orno_we515", port="/dev/ttyUSB0", device_id=1, interval=10),
+    #     Modbus(name="heat_pump", model="eastron_sdm120", port="/dev/ttyUSB0", device_id=2, baudrate=9600),
+    #     Modbus(name="workshop", model="eastron_sdm630", host="192.168.1.40", tcp_port=502, device_id=1),
+    # ],
+    # "Furnace": [
+    #     # A thermocouple on a Phidget TMP1101 board: hub serial, hub port, channel. See docs/sensors/phidget.md.
+    #     Phidget(name="furnace_tc", serial=561234, hub_port=0, channel=0, thermocouple="K", interval=1,
+    #             limits={"value": (0, 1100)}),
+    # ],
     # "UPS": [
     #     # Any UPS upsd serves: USB (usbhid-ups), Eaton network cards (snmp-ups, netxml-ups). See docs/sensors/nut.md.
     #     Nut(name="ups", ups="eaton5px", description="Server-room UPS", interval=5),
     # ],
     "Host": [
         LoadAverage(name="load1", description="Load average, 1 min", unit="", interval=10, precision=2),
+        # The Pi's own health: CPU, memory, disk, SoC temperature, throttling, SD-card writes. docs/sensors/pi.md.
+        Pi(name="pi", description="This station", mounts=["/"], interval=10),
     ],
 }

@@ -14,8 +14,8 @@ from fieldstation.reading import Reading
 from fieldstation.scheduler import Scheduler
 from fieldstation.sensor import SensorError, process
 from fieldstation.sensors.arduino import FRAME_SIZE, Arduino, decode, decode_frame, to_volts
+from fieldstation.simulators import ArduinoSimulator, frame_of
 from harness.agent import wait_for
-from harness.arduino import FakeBoard, frame_of
 
 VALUES = [0, 4095, 2048, 1024, 1, 100, 200, 300, 400, 500, 600, 3000]
 T0 = 1_700_000_000_000_000_000
@@ -25,11 +25,11 @@ def volts(raw: int) -> float:
     return raw / 4096 * 3.25
 
 
-def sensor_for(board: FakeBoard, **kw: object) -> Arduino:
+def sensor_for(board: ArduinoSimulator, **kw: object) -> Arduino:
     return Arduino(name="due", host=board.host, port=board.port, **kw)  # type: ignore[arg-type]
 
 
-def test_a_frame_becomes_volts_per_channel(arduino_board: FakeBoard) -> None:
+def test_a_frame_becomes_volts_per_channel(arduino_board: ArduinoSimulator) -> None:
     arduino_board.values = VALUES
     fields = sensor_for(arduino_board).read()
     assert list(fields) == [f"ain{i}" for i in range(12)]
@@ -38,14 +38,14 @@ def test_a_frame_becomes_volts_per_channel(arduino_board: FakeBoard) -> None:
     assert arduino_board.requests == [1]
 
 
-def test_only_the_mapped_channels_are_returned_under_their_names(arduino_board: FakeBoard) -> None:
+def test_only_the_mapped_channels_are_returned_under_their_names(arduino_board: ArduinoSimulator) -> None:
     arduino_board.values = VALUES
     sensor = sensor_for(arduino_board, channels={11: "tank_level", 2: "supply"}, request=0x42)
     assert sensor.read() == {"tank_level": pytest.approx(volts(3000)), "supply": 1.625}
     assert arduino_board.requests == [0x42]
 
 
-def test_a_frame_split_into_one_byte_and_odd_sized_pieces_is_reassembled(arduino_board: FakeBoard) -> None:
+def test_a_frame_split_into_one_byte_and_odd_sized_pieces_is_reassembled(arduino_board: ArduinoSimulator) -> None:
     arduino_board.values = VALUES
     arduino_board.mode = "chunked"
     sensor = sensor_for(arduino_board, timeout=5)
@@ -54,7 +54,7 @@ def test_a_frame_split_into_one_byte_and_odd_sized_pieces_is_reassembled(arduino
     assert arduino_board.connections == 3  # a connection per read
 
 
-def test_little_endian_boards_are_read_with_byte_order_little(arduino_board: FakeBoard) -> None:
+def test_little_endian_boards_are_read_with_byte_order_little(arduino_board: ArduinoSimulator) -> None:
     arduino_board.values = VALUES
     arduino_board.byte_order = "little"
     assert sensor_for(arduino_board, byte_order="little").read()["ain3"] == volts(1024)
@@ -63,7 +63,7 @@ def test_little_endian_boards_are_read_with_byte_order_little(arduino_board: Fak
         sensor_for(arduino_board).read()
 
 
-def test_a_short_frame_then_close_is_one_clear_error(arduino_board: FakeBoard) -> None:
+def test_a_short_frame_then_close_is_one_clear_error(arduino_board: ArduinoSimulator) -> None:
     arduino_board.mode = "short"
     arduino_board.short_bytes = 7
     with pytest.raises(SensorError) as err:
@@ -71,14 +71,14 @@ def test_a_short_frame_then_close_is_one_clear_error(arduino_board: FakeBoard) -
     assert str(err.value) == f"arduino 127.0.0.1:{arduino_board.port}: connection closed after 7 of 24 bytes"
 
 
-def test_a_board_that_never_answers_times_out_below_the_read_timeout(arduino_board: FakeBoard) -> None:
+def test_a_board_that_never_answers_times_out_below_the_read_timeout(arduino_board: ArduinoSimulator) -> None:
     arduino_board.mode = "silent"
     with pytest.raises(SensorError) as err:
         sensor_for(arduino_board, timeout=0.5).read()
     assert str(err.value) == f"arduino 127.0.0.1:{arduino_board.port}: no complete frame within 0.4 s (0 of 24 bytes)"
 
 
-def test_a_frame_that_stalls_halfway_reports_how_much_arrived(arduino_board: FakeBoard) -> None:
+def test_a_frame_that_stalls_halfway_reports_how_much_arrived(arduino_board: ArduinoSimulator) -> None:
     arduino_board.mode = "chunked"
     arduino_board.chunk_delay = 0.3
     with pytest.raises(SensorError, match=r"no complete frame within 0\.4 s \((\d+) of 24 bytes\)") as err:
@@ -87,7 +87,7 @@ def test_a_frame_that_stalls_halfway_reports_how_much_arrived(arduino_board: Fak
     assert m is not None and 0 < int(m.group(1)) < FRAME_SIZE
 
 
-def test_a_value_above_4095_is_a_corrupt_frame(arduino_board: FakeBoard) -> None:
+def test_a_value_above_4095_is_a_corrupt_frame(arduino_board: ArduinoSimulator) -> None:
     arduino_board.values = [*VALUES[:5], 5000, *VALUES[6:]]
     with pytest.raises(SensorError, match=r": corrupt frame: A5=5000 above the 12-bit maximum 4095 \("):
         sensor_for(arduino_board).read()
@@ -101,7 +101,7 @@ def test_nothing_listening_is_a_clear_error() -> None:
         Arduino(name="due", host="127.0.0.1", port=port, timeout=1).read()
 
 
-def test_conversions_apply_per_channel_through_the_core(arduino_board: FakeBoard) -> None:
+def test_conversions_apply_per_channel_through_the_core(arduino_board: ArduinoSimulator) -> None:
     arduino_board.values = VALUES
     sensor = sensor_for(
         arduino_board,
@@ -125,7 +125,7 @@ def test_conversions_apply_per_channel_through_the_core(arduino_board: FakeBoard
     assert all(r.measurement == "arduino" and r.tags["sensor"] == "due" for r in processed.readings)
 
 
-def test_two_sensors_on_one_board_share_a_bus_and_survive_a_bad_spell(arduino_board: FakeBoard) -> None:
+def test_two_sensors_on_one_board_share_a_bus_and_survive_a_bad_spell(arduino_board: ArduinoSimulator) -> None:
     arduino_board.values = VALUES
     readings: list[Reading] = []
     lock = threading.Lock()

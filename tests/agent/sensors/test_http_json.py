@@ -13,8 +13,8 @@ from fieldstation.reading import Reading
 from fieldstation.scheduler import Scheduler
 from fieldstation.sensor import SensorError, process
 from fieldstation.sensors.http_json import MAX_BODY, HttpJson, PathError, decode, display_url, parse_path, pick
+from fieldstation.simulators import HttpJsonSimulator
 from harness.agent import wait_for
-from harness.http import JsonServer
 
 STATION = {
     "station": {
@@ -33,7 +33,7 @@ def sensor_for(url: str, fields: dict[str, str], **kw: object) -> HttpJson:
     return HttpJson(name="station", url=url, fields=fields, **kw)  # type: ignore[arg-type]
 
 
-def test_nested_paths_and_list_indices_pick_numbers_bools_and_strings(http_server: JsonServer) -> None:
+def test_nested_paths_and_list_indices_pick_numbers_bools_and_strings(http_server: HttpJsonSimulator) -> None:
     url = http_server.route("/api/v1/station", STATION)
     fields = {
         "temp": "station.sensors[0].temp",
@@ -55,12 +55,12 @@ def test_nested_paths_and_list_indices_pick_numbers_bools_and_strings(http_serve
     }
 
 
-def test_a_document_that_is_a_list_is_indexed_from_the_top(http_server: JsonServer) -> None:
+def test_a_document_that_is_a_list_is_indexed_from_the_top(http_server: HttpJsonSimulator) -> None:
     url = http_server.route("/list", [{"v": 1.0}, {"v": 2.0}])
     assert sensor_for(url, {"first": "[0].v", "second": "[1].v"}).read() == {"first": 1.0, "second": 2.0}
 
 
-def test_headers_and_query_are_sent(http_server: JsonServer) -> None:
+def test_headers_and_query_are_sent(http_server: HttpJsonSimulator) -> None:
     url = http_server.route("/auth", {"x": 1})
     sensor_for(url + "?station=7", {"x": "x"}, headers={"Authorization": "Bearer t0ken", "X-Site": "lab"}).read()
     path, headers = http_server.requests[-1]
@@ -72,19 +72,19 @@ def test_headers_and_query_are_sent(http_server: JsonServer) -> None:
 @pytest.mark.parametrize(
     ("status", "reason"), [(404, "Not Found"), (500, "Internal Server Error"), (503, "Service Unavailable")]
 )
-def test_an_http_error_status_is_one_clear_line(http_server: JsonServer, status: int, reason: str) -> None:
+def test_an_http_error_status_is_one_clear_line(http_server: HttpJsonSimulator, status: int, reason: str) -> None:
     url = http_server.route("/broken", {"error": "x"}, status=status)
     with pytest.raises(SensorError) as err:
         sensor_for(url, {"x": "x"}).read()
     assert str(err.value) == f"GET {url}: HTTP {status} {reason}"
 
 
-def test_an_unknown_path_is_a_404(http_server: JsonServer) -> None:
+def test_an_unknown_path_is_a_404(http_server: HttpJsonSimulator) -> None:
     with pytest.raises(SensorError, match=r"^GET http://127\.0\.0\.1:\d+/nosuch: HTTP 404 Not Found$"):
         sensor_for(http_server.url("/nosuch"), {"x": "x"}).read()
 
 
-def test_invalid_json_names_the_url_and_shows_the_start_of_the_answer(http_server: JsonServer) -> None:
+def test_invalid_json_names_the_url_and_shows_the_start_of_the_answer(http_server: HttpJsonSimulator) -> None:
     url = http_server.route("/html", "<html><body>Login required</body></html>", content_type="text/html")
     with pytest.raises(SensorError) as err:
         sensor_for(url, {"x": "x"}).read()
@@ -94,7 +94,7 @@ def test_invalid_json_names_the_url_and_shows_the_start_of_the_answer(http_serve
     )
 
 
-def test_an_empty_answer_is_invalid_json(http_server: JsonServer) -> None:
+def test_an_empty_answer_is_invalid_json(http_server: HttpJsonSimulator) -> None:
     url = http_server.route("/empty", b"")
     with pytest.raises(SensorError, match=r": invalid JSON \(Expecting value"):
         sensor_for(url, {"x": "x"}).read()
@@ -110,7 +110,7 @@ def test_an_empty_answer_is_invalid_json(http_server: JsonServer) -> None:
         ("station.error.code", "station.error.code: station.error is null, not an object"),
     ],
 )
-def test_a_missing_path_names_the_step_that_failed(http_server: JsonServer, path: str, message: str) -> None:
+def test_a_missing_path_names_the_step_that_failed(http_server: HttpJsonSimulator, path: str, message: str) -> None:
     url = http_server.route("/station", STATION)
     with pytest.raises(SensorError) as err:
         sensor_for(url, {"temp": "station.sensors[0].temp", "x": path}).read()
@@ -122,7 +122,7 @@ def test_a_missing_path_names_the_step_that_failed(http_server: JsonServer, path
     [("station.meta", "an object"), ("readings", "a list of 3"), ("station.error", "null")],
 )
 def test_a_value_that_is_not_a_number_bool_or_string_fails_the_read(
-    http_server: JsonServer, path: str, what: str
+    http_server: HttpJsonSimulator, path: str, what: str
 ) -> None:
     url = http_server.route("/station", STATION)
     with pytest.raises(SensorError) as err:
@@ -130,7 +130,7 @@ def test_a_value_that_is_not_a_number_bool_or_string_fails_the_read(
     assert str(err.value) == f"GET {url}: field 'x': {path} is {what}, not a number, bool or string"
 
 
-def test_a_slow_server_times_out_below_the_read_timeout(http_server: JsonServer) -> None:
+def test_a_slow_server_times_out_below_the_read_timeout(http_server: HttpJsonSimulator) -> None:
     url = http_server.route("/slow", {"x": 1}, delay=10)
     with pytest.raises(SensorError) as err:
         sensor_for(url, {"x": "x"}, timeout=0.5).read()
@@ -145,13 +145,13 @@ def test_nothing_listening_is_a_clear_error() -> None:
         sensor_for(f"http://127.0.0.1:{port}/x", {"x": "x"}, timeout=1).read()
 
 
-def test_an_oversized_answer_is_refused(http_server: JsonServer) -> None:
+def test_an_oversized_answer_is_refused(http_server: HttpJsonSimulator) -> None:
     url = http_server.route("/big", b"[" + b"1," * (MAX_BODY // 2) + b"1]")
     with pytest.raises(SensorError, match=rf": answer larger than {MAX_BODY} bytes$"):
         sensor_for(url, {"x": "[0]"}).read()
 
 
-def test_messages_never_show_credentials_or_the_query(http_server: JsonServer) -> None:
+def test_messages_never_show_credentials_or_the_query(http_server: HttpJsonSimulator) -> None:
     url = f"http://user:pw@127.0.0.1:{http_server.port}/nosuch?api_key=s3cret"
     with pytest.raises(SensorError) as err:
         sensor_for(url, {"x": "x"}).read()
@@ -161,7 +161,7 @@ def test_messages_never_show_credentials_or_the_query(http_server: JsonServer) -
     assert display_url("https://example.org/a") == "https://example.org/a"
 
 
-def test_values_go_through_the_core_conversions_and_units(http_server: JsonServer) -> None:
+def test_values_go_through_the_core_conversions_and_units(http_server: HttpJsonSimulator) -> None:
     url = http_server.route("/station", STATION)
     sensor = sensor_for(
         url,
@@ -177,7 +177,7 @@ def test_values_go_through_the_core_conversions_and_units(http_server: JsonServe
     ]
 
 
-def test_the_scheduler_reads_it_and_recovers_from_a_server_error(http_server: JsonServer) -> None:
+def test_the_scheduler_reads_it_and_recovers_from_a_server_error(http_server: HttpJsonSimulator) -> None:
     url = http_server.route("/live", {"t": 20.0})
     readings: list[Reading] = []
     lock = threading.Lock()
