@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fieldstation.influx_setup import Rollup, continuous_query
+from fieldstation.influx_setup import RP_VARIABLE_QUERY, Rollup, continuous_query, summed_query
 from fieldstation.influxql import Influx, InfluxError
 from fieldstation.settings import SinkSettings
 from fieldstation.sink import InfluxWriter
@@ -67,7 +67,16 @@ def test_setup_creates_everything_once_and_grants_are_enforced(tmp_path: Path) -
             if s["name"] == "lab"
             for v in s["values"]
         ]
-        assert sorted(name for name, _ in cqs) == ["cq_rollup_1h", "cq_rollup_1m"]
+        assert sorted(name for name, _ in cqs) == [
+            "cq_energy_rollup_1h", "cq_energy_rollup_1m", "cq_rollup_1h", "cq_rollup_1m",
+        ]
+        assert rps["fieldstation_meta"] == ("0s", False)
+        # The dashboards' $rp variable, with ${__range_ms} as Grafana substitutes it for the span shown.
+        for span_ms, policy in [(3_600_000, "raw"), (172_800_000, "raw"), (172_800_001, "rollup_1m"),
+                                (30 * 86_400_000, "rollup_1m"), (90 * 86_400_000, "rollup_1h"),
+                                (3650 * 86_400_000, "rollup_1h")]:
+            query = RP_VARIABLE_QUERY.replace("${__range_ms}", str(span_ms))
+            assert [r["rp"] for r in admin.rows(query, "lab")] == [policy], span_ms
 
         agent = as_user(server.url, "agent", "ag3nt")
         grafana = as_user(server.url, "grafana", "gr'pw")
@@ -115,6 +124,42 @@ def test_the_rollup_query_computes_means(tmp_path: Path) -> None:
         assert [r["mean_value"] for r in rows] == [3.5, 15.0]
     finally:
         server.stop()
+
+
+def test_the_energy_rollup_sums_amounts(tmp_path: Path) -> None:
+    server = start_influxd(tmp_path / "influxd", db=None)
+    try:
+        db = Influx(server.url)
+        db.query('CREATE DATABASE "lab"')
+        db.query('CREATE RETENTION POLICY "raw" ON "lab" DURATION 30d REPLICATION 1 DEFAULT')
+        db.query('CREATE RETENTION POLICY "rollup_1h" ON "lab" DURATION INF REPLICATION 1')
+        t0 = (time.time_ns() // 3_600_000_000_000 - 3) * 3_600_000_000_000  # a whole hour, three hours ago
+        db.write(
+            [f"energy,sensor=m,counter=active_energy,tariff=peak kwh=0.25,cost=0.05 {t0 + i * 600_000_000_000}"
+             for i in range(12)],  # every 10 min for two hours
+            "lab",
+        )
+        _, statement = summed_query("lab", "raw", Rollup(every="1h", keep="INF"), "energy", ("kwh", "cost"))
+        select = statement.split(" BEGIN ")[1].removesuffix(" END")
+        db.query(select.replace(" GROUP BY", f" WHERE time >= {t0} AND time < {t0 + 7_200_000_000_000} GROUP BY"), "lab")
+        rows = db.rows('SELECT "kwh", "cost" FROM "lab"."rollup_1h"."energy"', "lab")
+        assert [(r["kwh"], round(r["cost"], 9)) for r in rows] == [(1.5, 0.3), (1.5, 0.3)]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("retention", "message"),
+    [
+        ('raw_max_range = "90d"', "raw_max_range and each rollup's max_range must grow"),
+        ('rollups = [{ every = "1m", keep = "365d", max_range = "1d" }, { every = "1h", keep = "INF" }]', "must grow"),
+    ],
+)
+def test_retention_spans_must_grow(tmp_path: Path, retention: str, message: str) -> None:
+    path = tmp_path / "influx-setup.toml"
+    path.write_text(f'[admin]\nusername = "admin"\npassword = "x"\n[retention]\n{retention}\n')
+    result = run_setup(path)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
 def test_bad_setup_file_is_one_line(tmp_path: Path) -> None:

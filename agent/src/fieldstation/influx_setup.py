@@ -7,17 +7,25 @@ second time; a password changed in the vault is applied.
 Layout, with the defaults: raw points in the retention policy ``raw`` (the database's default, kept 30 days);
 continuous queries write per-minute means into ``rollup_1m`` (kept a year) and per-hour means into ``rollup_1h``
 (kept forever). InfluxQL 1.x names a field's mean ``mean_<field>`` in a rollup (``SELECT mean(*) INTO``); dashboards
-query ``mean_<field>`` there and ``<field>`` in ``raw``.
+select ``/^(mean_)?<field>$/``, which matches ``<field>`` in ``raw`` and ``mean_<field>`` in a rollup. The
+``energy`` measurement (kWh and cost per reading, see :mod:`fieldstation.energy`) is summed, not averaged, into each
+rollup under the same field names.
+
+Which policy a dashboard reads is data too: the measurement ``rp_config`` in the policy ``fieldstation_meta`` holds
+one row per policy with the range of dashboard time spans it serves (raw up to 2 days, 1-min means up to 60 days,
+1-h means beyond, by default). Grafana's hidden variable ``$rp`` picks the row for the span shown
+(:data:`RP_VARIABLE_QUERY`).
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from fieldstation.influxql import Influx, InfluxError
 from fieldstation.settings import load_toml
@@ -52,9 +60,36 @@ class User(_Strict):
     privilege: Literal["READ", "WRITE", "ALL"] = Field(description="Granted on the database.")
 
 
+RAW_POLICY = "raw"
+META_POLICY = "fieldstation_meta"
+RP_CONFIG = "rp_config"
+#: The dashboards' ``$rp`` variable: the policy whose range of time spans holds the span shown.
+RP_VARIABLE_QUERY = (
+    f'SELECT "rp" FROM "{META_POLICY}"."{RP_CONFIG}" '  # noqa: S608 -- constants only
+    'WHERE "min_range_ms" < ${__range_ms} AND "max_range_ms" >= ${__range_ms}'
+)
+#: Measurements summed (not averaged) into the rollups, with their fields.
+SUMMED = {"energy": ("kwh", "cost")}
+_UNITS_S = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration_seconds(d: str) -> float:
+    """``30d`` → 2592000; ``INF`` → infinity."""
+    return float("inf") if d == "INF" else int(d[:-1]) * _UNITS_S[d[-1]]
+
+
 class Rollup(_Strict):
     every: Duration = Field(description="Bucket of the means, e.g. 1m.")
     keep: Duration = Field(description="How long the rollup is kept; INF is forever.")
+    max_range: Duration | None = Field(
+        None,
+        description="Dashboards read this rollup for time spans up to this long; default 86 400 buckets "
+        "(1m: 60 days), and any span for the last rollup.",
+    )
+
+    @property
+    def max_range_s(self) -> float:
+        return duration_seconds(self.max_range) if self.max_range else duration_seconds(self.every) * 86400
 
     @property
     def policy(self) -> str:
@@ -63,9 +98,23 @@ class Rollup(_Strict):
 
 class Retention(_Strict):
     raw: Duration = Field("30d", description="How long raw points are kept.")
+    raw_max_range: Duration = Field("2d", description="Dashboards read raw points for time spans up to this long.")
     rollups: list[Rollup] = Field(
-        default_factory=lambda: [Rollup(every="1m", keep="365d"), Rollup(every="1h", keep="INF")]
+        default_factory=lambda: [Rollup(every="1m", keep="365d"), Rollup(every="1h", keep="INF")], min_length=1
     )
+
+    @model_validator(mode="after")
+    def _ranges_grow(self) -> Retention:
+        spans = [duration_seconds(self.raw_max_range), *(r.max_range_s for r in self.rollups[:-1])]
+        if any(b <= a for a, b in itertools.pairwise(spans)):
+            raise ValueError("raw_max_range and each rollup's max_range must grow, finest rollup first")
+        return self
+
+    def policies(self) -> list[tuple[str, float, float]]:
+        """(policy, min span, max span) in seconds: the rows of ``rp_config``. The last rollup serves any span."""
+        highs = [duration_seconds(self.raw_max_range), *(r.max_range_s for r in self.rollups[:-1]), float("inf")]
+        names = [RAW_POLICY, *(r.policy for r in self.rollups)]
+        return [(name, ([0.0, *highs][i]), highs[i]) for i, name in enumerate(names)]
 
 
 class InfluxSetup(_Strict):
@@ -93,6 +142,36 @@ def continuous_query(db: str, source_rp: str, rollup: Rollup) -> tuple[str, str]
         f"GROUP BY time({rollup.every}), *"
     )
     return name, f'CREATE CONTINUOUS QUERY "{name}" ON "{db}" BEGIN {select} END'
+
+
+def summed_query(db: str, source_rp: str, rollup: Rollup, measurement: str, fields: tuple[str, ...]) -> tuple[str, str]:
+    """(name, statement) of the continuous query summing a measurement of amounts (energy) into one rollup."""
+    name = f"cq_{measurement}_{rollup.policy}"
+    sums = ", ".join(f'sum("{f}") AS "{f}"' for f in fields)
+    select = (
+        f'SELECT {sums} INTO "{db}"."{rollup.policy}"."{measurement}" '  # noqa: S608 -- validated names only
+        f'FROM "{db}"."{source_rp}"."{measurement}" GROUP BY time({rollup.every}), *'
+    )
+    return name, f'CREATE CONTINUOUS QUERY "{name}" ON "{db}" BEGIN {select} END'
+
+
+def continuous_queries(db: str, retention: Retention) -> dict[str, str]:
+    """Every continuous query the configuration wants, by name."""
+    wanted = dict(continuous_query(db, RAW_POLICY, r) for r in retention.rollups)
+    for measurement, fields in SUMMED.items():
+        wanted.update(summed_query(db, RAW_POLICY, r, measurement, fields) for r in retention.rollups)
+    return wanted
+
+
+def rp_config_lines(retention: Retention) -> list[str]:
+    """The rows of ``rp_config``: fixed timestamps, so rewriting them replaces them (idempotent)."""
+    lines = []
+    for i, (policy, low, high) in enumerate(retention.policies()):
+        high_ms = 10**15 if high == float("inf") else int(high * 1000)  # ~31 700 years: "any span"
+        lines.append(
+            f'{RP_CONFIG},policy={policy} rp="{policy}",min_range_ms={int(low * 1000)}i,max_range_ms={high_ms}i {i}'
+        )
+    return lines
 
 
 def _same_duration(influx_value: str, wanted: str) -> bool:
@@ -158,7 +237,8 @@ def _ensure_retention(cfg: InfluxSetup, admin: Influx, say: Callable[[str], None
     changes = 0
     db = cfg.database
     policies = {r["name"]: r for r in admin.rows(f'SHOW RETENTION POLICIES ON "{db}"')}
-    wanted = [("raw", cfg.retention.raw, True)] + [(r.policy, r.keep, False) for r in cfg.retention.rollups]
+    wanted = [(RAW_POLICY, cfg.retention.raw, True), (META_POLICY, "INF", False)]
+    wanted += [(r.policy, r.keep, False) for r in cfg.retention.rollups]
     for name, keep, default in wanted:
         have = policies.get(name)
         suffix = " DEFAULT" if default else ""
@@ -183,7 +263,7 @@ def _ensure_continuous_queries(cfg: InfluxSetup, admin: Influx, say: Callable[[s
         for series in res.get("series", []):
             if series["name"] == db:
                 have.update({v[0]: v[1] for v in series.get("values", [])})
-    wanted = dict(continuous_query(db, "raw", r) for r in cfg.retention.rollups)
+    wanted = continuous_queries(db, cfg.retention)
     for name, statement in wanted.items():
         if have.get(name) == statement.replace('"', ""):  # InfluxDB stores it without the quotes
             say(f"continuous query {name}: as configured")
@@ -194,11 +274,28 @@ def _ensure_continuous_queries(cfg: InfluxSetup, admin: Influx, say: Callable[[s
         say(f"continuous query {name}: {'replaced' if name in have else 'created'}")
         changes += 1
     for name in sorted(set(have) - set(wanted)):
-        if name.startswith("cq_rollup_"):  # ours, from a rollup no longer configured
+        if name.startswith("cq_") and "_rollup_" in f"_{name[3:]}":  # ours, from a rollup no longer configured
             admin.query(f'DROP CONTINUOUS QUERY "{name}" ON "{db}"')
             say(f"continuous query {name}: dropped")
             changes += 1
     return changes
+
+
+def _ensure_rp_config(cfg: InfluxSetup, admin: Influx, say: Callable[[str], None]) -> int:
+    lines = rp_config_lines(cfg.retention)
+    have = admin.rows(f'SELECT * FROM "{META_POLICY}"."{RP_CONFIG}"', cfg.database)  # noqa: S608 -- constants
+    current = sorted((r["rp"], r["min_range_ms"], r["max_range_ms"]) for r in have)
+    wanted = sorted(
+        (p, int(lo * 1000), 10**15 if hi == float("inf") else int(hi * 1000)) for p, lo, hi in cfg.retention.policies()
+    )
+    if current == wanted:
+        say("dashboard retention choice (rp_config): as configured")
+        return 0
+    if have:
+        admin.query(f'DROP SERIES FROM "{RP_CONFIG}"', cfg.database)
+    admin.write(lines, cfg.database, META_POLICY)
+    say("dashboard retention choice (rp_config): " + ", ".join(f"{p} up to {hi}" for p, _, hi in wanted))
+    return 1
 
 
 def setup(cfg: InfluxSetup, say: Callable[[str], None] = print) -> int:
@@ -209,5 +306,6 @@ def setup(cfg: InfluxSetup, say: Callable[[str], None] = print) -> int:
     changes += _ensure_users(cfg, admin, say)
     changes += _ensure_retention(cfg, admin, say)
     changes += _ensure_continuous_queries(cfg, admin, say)
+    changes += _ensure_rp_config(cfg, admin, say)
     say(f"{changes} change{'s' if changes != 1 else ''}")
     return changes

@@ -45,6 +45,23 @@ class Influx:
                 raise InfluxError(f"{self.url}: {res['error']} (in: {q[:120]})")
         return results
 
+    def write(self, lines: list[str], db: str, rp: str | None = None) -> None:
+        """POST line protocol (nanosecond timestamps) to /write."""
+        params = {"db": db, "precision": "ns", **({"rp": rp} if rp else {})}
+        url = f"{self.url}/write?{urllib.parse.urlencode(params)}"
+        req = urllib.request.Request(url, data="\n".join(lines).encode(), method="POST")  # noqa: S310
+        if self.auth is not None:
+            token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30):  # noqa: S310  (configured URL)
+                pass
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode(errors="replace").strip()
+            raise InfluxError(f"{self.url}: write: {exc.code} {text}") from None
+        except OSError as exc:
+            raise InfluxError(f"{self.url}: write: {type(exc).__name__}: {exc}") from None
+
     def rows(self, q: str, db: str | None = None, *, epoch: str | None = None) -> list[dict[str, Any]]:
         """Every row of every series, as dicts with the series' tags merged in."""
         out: list[dict[str, Any]] = []
