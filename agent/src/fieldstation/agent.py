@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fieldstation import sdnotify
+from fieldstation.energy import EnergyAccounting
 from fieldstation.reading import Reading
 from fieldstation.scheduler import Scheduler
 from fieldstation.sensor import Sensor
@@ -29,6 +30,15 @@ from fieldstation.spool import Spool
 log = logging.getLogger("fieldstation.agent")
 
 FINAL_DRAIN_SECONDS = 5.0
+
+
+def _saved_state(path: Path) -> dict[str, Any]:
+    """The state file of the previous run, or nothing if there is none (or it is unreadable)."""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 class Agent:
@@ -45,6 +55,7 @@ class Agent:
         )
         self.sinks = [SinkWorker(s, self.spool) for s in settings.sinks]
         self.scheduler = Scheduler(sensors, self._emit)
+        self.energy = EnergyAccounting(settings.energy, _saved_state(settings.state_file).get("energy"))
         self.on_readings = on_readings
         self._pending: list[str] = []
         self._lock = threading.Lock()
@@ -56,6 +67,7 @@ class Agent:
     # -- readings into the spool -------------------------------------------------------------------
 
     def _emit(self, readings: list[Reading]) -> None:
+        readings = readings + self.energy.readings(readings)
         lines = [r.to_line() for r in readings]
         with self._lock:
             self._pending.extend(lines)
@@ -135,6 +147,7 @@ class Agent:
                 }
                 for s in self.sinks
             },
+            "energy": dict(self.energy.last),
         }
 
     def write_state(self, path: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Annotated, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from fieldstation.energy import EnergySettings
 from fieldstation.loader import ConfigError
 
 DEFAULT_SETTINGS = Path("/etc/fieldstation/agent.toml")
@@ -59,6 +60,7 @@ class AgentSettings(_Strict):
     sinks: list[SinkSettings] = Field(default_factory=lambda: [SinkSettings(name="local")], min_length=1)
     health_interval: float = Field(10.0, ge=1, description="Seconds between the agent's own health readings.")
     state_file: Path = Field(STATE_DIR / "state.json", description="Live state for `fieldstation sensors`.")
+    energy: EnergySettings = Field(default_factory=EnergySettings, description="Energy counters and tariff table.")
 
 
 def load_toml(path: Path, model: type[M]) -> M:
