@@ -492,7 +492,7 @@ class Station:
         Modbus(name="rtu_we515", model="orno_we515", port={self.rtu_port!r}, parity="N", device_id=1, interval=2),
         Modbus(name="rtu_sdm120", model="eastron_sdm120", port={self.rtu_port!r}, baudrate=9600, device_id=2,
                fields=["voltage", "active_power", "active_energy"], interval=2),"""
-        return f'''# Written by `fieldstation simulate`: each driver that runs without hardware, reading the simulators.
+        return f"""# Written by `fieldstation simulate`: each driver that runs without hardware, reading the simulators.
 # Try: fieldstation once -n 3 --timing {self.directory / "config.py"}
 from fieldstation import Linear
 from fieldstation.sensors.arduino import Arduino
@@ -516,4 +516,4 @@ sensors = {{
     ],
     "Host": [Pi(name="pi", interval=10)],
 }}
-'''
+"""
