@@ -169,6 +169,16 @@ class Sensor(BaseModel):
     def close(self) -> None:
         """Release the device. Called after a failure and at shutdown."""
 
+    def dashboard_fields(self) -> list[str]:
+        """Numeric fields the dashboards and alerts show for this sensor, in order.
+
+        The default: the fields ``unit`` names one by one, else those with ``limits``, else ``value``. Drivers whose
+        fields are known from their options (a register map, a channel list) override it.
+        """
+        if isinstance(self.unit, dict) and self.unit:
+            return list(self.unit)
+        return list(self.limits) or ["value"]
+
     def unit_of(self, field_name: str) -> str:
         if isinstance(self.unit, str):
             return self.unit

@@ -9,7 +9,7 @@ import pytest
 from fieldstation.reading import Reading
 from fieldstation.scheduler import Scheduler
 from fieldstation.sensor import SensorError
-from fieldstation.sensors.nut import Nut, decode
+from fieldstation.sensors.nut import Nut, decode, events
 from harness.agent import wait_for
 from harness.nut import ONLINE, PASSWORD, USER, Upsd
 
@@ -49,6 +49,11 @@ def test_outage_transitions_are_each_recorded_while_the_agent_runs(upsd: Upsd) -
     assert {100.0, 80.0, 15.0} <= set(charges)
     units = {r.tags["unit"] for r in rec.readings if "battery_runtime" in r.fields}
     assert units == {"s"}
+    assert [r.fields["event"] for r in rec.readings if "event" in r.fields] == [
+        "power_cut", "low_battery", "power_restored",
+    ]
+    (outage,) = [r.fields["outage_s"] for r in rec.readings if "outage_s" in r.fields]
+    assert isinstance(outage, float) and outage > 0
 
 
 def test_a_restart_of_upsd_is_survived(upsd: Upsd) -> None:
@@ -86,3 +91,11 @@ def test_decode_keeps_numbers_and_flags_and_skips_driver_variables() -> None:
     )
     assert fields["battery_charge"] == 97.0 and fields["charging"] is True and fields["on_line"] is True
     assert "driver_parameter_pollinterval" not in fields and "ups_model" not in fields
+
+
+def test_events_are_status_transitions() -> None:
+    assert events({"OL"}, {"OB", "DISCHRG"}) == ["power_cut"]
+    assert events({"OB", "DISCHRG"}, {"OB", "LB"}) == ["low_battery"]
+    assert events({"OB", "LB"}, {"OL", "CHRG"}) == ["power_restored"]
+    assert events({"OL"}, {"OL", "OVER", "RB"}) == ["overload", "replace_battery"]
+    assert events({"OL"}, {"OL", "CHRG"}) == []

@@ -91,6 +91,9 @@ class Arduino(Sensor):
             raise ValueError(f"field names must be unique, {twice} used twice")
         return v
 
+    def dashboard_fields(self) -> list[str]:
+        return list(self.channels.values())
+
     @property
     def bus(self) -> str:
         # The sketch serves one request at a time; sensors sharing a board are read one after another.

@@ -170,6 +170,9 @@ class HttpJson(Sensor):
             parse_path(path)  # a PathError is a ValueError: reported at config load, with the path
         return v
 
+    def dashboard_fields(self) -> list[str]:
+        return list(self.fields)
+
     def _io_timeout(self) -> float:
         # Below the scheduler's read timeout, so a silent server is reported as such, not as a hung read.
         return min(0.8 * self.read_timeout, 10.0)

@@ -282,6 +282,9 @@ class Modbus(Sensor):
     def register_map(self) -> RegisterMap:
         return self._map
 
+    def dashboard_fields(self) -> list[str]:
+        return [r.field for q in self._plan for r in q.registers]
+
     def endpoint(self) -> Any:
         from fieldstation.modbus_client import Endpoint, RS485Settings, SerialSettings
 

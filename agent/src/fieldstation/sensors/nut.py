@@ -6,9 +6,10 @@ netxml-ups, so this one driver covers them all. Variable names follow NUT's (dot
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, PrivateAttr, SecretStr
 
 from fieldstation.nut_client import DEFAULT_PORT, NutClient, NutError
 from fieldstation.sensor import Sensor, SensorError
@@ -63,6 +64,9 @@ UNITS = {
     "ups.timer.start": "s",
 }
 
+#: The fields the overview dashboard shows for a UPS (the UPS dashboard shows more).
+DASHBOARD_FIELDS = ("battery_charge", "battery_runtime", "ups_load", "input_voltage", "output_voltage")
+
 #: Variables that describe the driver, not the UPS.
 SKIPPED_PREFIXES = ("driver.", "device.", "ups.productid", "ups.vendorid")
 
@@ -90,8 +94,26 @@ def decode(variables: dict[str, str]) -> dict[str, float | bool | str]:
     return fields
 
 
+#: A status token appearing (or, for power_restored, OB going away while OL is there) → the ``event`` field.
+EVENTS = {
+    "OB": "power_cut",
+    "LB": "low_battery",
+    "OVER": "overload",
+    "RB": "replace_battery",
+    "FSD": "forced_shutdown",
+}
+
+
+def events(before: set[str], after: set[str]) -> list[str]:
+    """Events between two ``ups.status`` token sets, in a fixed order."""
+    out = [event for token, event in EVENTS.items() if token in after and token not in before]
+    if "OB" in before and "OB" not in after and "OL" in after:
+        out.append("power_restored")
+    return out
+
+
 def _default_units() -> dict[str, str]:
-    return {field_name(v): u for v, u in UNITS.items()}
+    return {**{field_name(v): u for v, u in UNITS.items()}, "outage_s": "s"}
 
 
 class Nut(Sensor):
@@ -106,6 +128,12 @@ class Nut(Sensor):
     password: SecretStr | None = Field(None, description="Its password (from the vault).")
     unit: str | dict[str, str] = Field(default_factory=_default_units, description="Units per field (NUT's).")
     interval: float = Field(5.0, description="Seconds between reads.")
+
+    _tokens: set[str] | None = PrivateAttr(default=None)
+    _cut_at: float | None = PrivateAttr(default=None)
+
+    def dashboard_fields(self) -> list[str]:
+        return list(DASHBOARD_FIELDS)
 
     def _client(self) -> NutClient:
         # Below the scheduler's read timeout, so a silent upsd is reported as such, not as a hung read.
@@ -125,6 +153,19 @@ class Nut(Sensor):
         # loopback connect every few seconds.
         try:
             with self._client() as c:
-                return decode(c.list_vars(self.ups))
+                fields = decode(c.list_vars(self.ups))
         except NutError as exc:
             raise SensorError(str(exc)) from None
+        # Transitions become an `event` field (outage lists and power-cut mails need no state of their own);
+        # power_restored carries how long the outage lasted when this agent saw it start.
+        tokens = set(str(fields.get("status", "")).split())
+        if self._tokens is not None and (found := events(self._tokens, tokens)):
+            fields["event"] = ",".join(found)
+            now = time.monotonic()
+            if "power_cut" in found:
+                self._cut_at = now
+            if "power_restored" in found and self._cut_at is not None:
+                fields["outage_s"] = round(now - self._cut_at, 1)
+                self._cut_at = None
+        self._tokens = tokens
+        return fields

@@ -69,6 +69,9 @@ class Simulated(Sensor):
         super().model_post_init(context)
         self._run.rng = random.Random(self.seed)
 
+    def dashboard_fields(self) -> list[str]:
+        return list(self.fields)
+
     def _signal(self, field_name: str, run: _RunState) -> float:
         base = self.value.get(field_name, 0.0) if isinstance(self.value, dict) else self.value
         t = time.monotonic() - run.t0
