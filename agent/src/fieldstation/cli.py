@@ -207,6 +207,22 @@ def cmd_influx_setup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grafana_render(args: argparse.Namespace) -> int:
+    from fieldstation.grafana import render
+    from fieldstation.grafana.settings import DEFAULT_GRAFANA_SETTINGS, GrafanaSettings
+    from fieldstation.settings import load_toml
+
+    sensors = load_sensors(args.config)
+    gs_path = args.grafana or DEFAULT_GRAFANA_SETTINGS
+    gs = load_toml(gs_path, GrafanaSettings) if args.grafana or gs_path.exists() else GrafanaSettings()
+    energy = load_settings(args.settings).energy
+    changed = render(args.outdir, sensors, gs, energy)
+    for rel in changed:
+        print(f"{args.outdir / rel}: written")
+    print(f"{len(changed)} file{'s' if len(changed) != 1 else ''} changed", flush=True)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded defaults: the example config of simulated sensors, a throwaway InfluxDB, live readings."""
     from fieldstation.agent import Agent
@@ -340,6 +356,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.set_defaults(fn=cmd_influx_setup)
     sp.add_argument("--file", type=Path, default=DEFAULT_SETUP, help=f"setup file (default {DEFAULT_SETUP})")
+
+    grafana = sub.add_parser("grafana", help="Grafana provisioning.").add_subparsers(
+        dest="grafana_command", required=True, metavar="COMMAND"
+    )
+    sp = grafana.add_parser(
+        "render",
+        help="Write datasource, dashboards and alerting provisioning for config.py (deterministic).",
+        description="Write datasource, dashboards and alerting provisioning for config.py (deterministic).",
+    )
+    sp.set_defaults(fn=cmd_grafana_render)
+    sp.add_argument("outdir", type=Path, help="Grafana's provisioning directory, e.g. /etc/grafana/provisioning")
+    sp.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"config.py (default {DEFAULT_CONFIG})")
+    sp.add_argument("--grafana", type=Path, help="grafana.toml (default /etc/fieldstation/grafana.toml if present)")
+    sp.add_argument("--settings", type=Path, help=settings_help + "; gives the tariff's currency and time zone")
 
     sp = add("simulate", cmd_simulate, "Start device simulators (Modbus, Arduino, HTTP JSON) and write a config.py.")
     sp.add_argument("--dir", type=Path, default=Path("fieldstation-sim"), help="where config.py goes")
