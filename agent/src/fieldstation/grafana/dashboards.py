@@ -47,7 +47,6 @@ def rp_variable() -> dict[str, Any]:
         "type": "query",
         "datasource": DATASOURCE,
         "query": RP_VARIABLE_QUERY,
-        "definition": RP_VARIABLE_QUERY,
         "refresh": 2,
         "hide": 2,
         "includeAll": False,

@@ -1,0 +1,111 @@
+"""Doing what Grafana does with our provisioning, without Grafana (it cannot be installed on a build machine).
+
+- :func:`substitute`: InfluxQL macros and variables, as Grafana's InfluxDB data source expands them
+  (``$timeFilter`` → ``time >= <from>ms and time <= <to>ms``, ``$__interval``, ``${__range_s}``, ``${__range_ms}``,
+  ``$rp``), and ``now()`` pinned to the instant of evaluation, so a check can be computed independently.
+- :func:`evaluate_rule`: one alert rule as Grafana's alerting evaluates it: query A over its relative time range,
+  reduce B (dropping nulls), math C; no series at all is NoData, and the rule then takes its ``noDataState``.
+- :func:`all_queries`: every InfluxQL statement in rendered dashboards and rules.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fieldstation.influxql import Influx
+
+GRAFANA_INTERVALS = ["1s", "5s", "10s", "20s", "30s", "1m", "5m", "10m", "15m", "30m", "1h", "3h", "6h", "12h", "1d"]
+
+
+def auto_interval(range_ms: int, max_points: int = 1000) -> str:
+    """Grafana's $__interval: the range over the panel's width in points, rounded up to a nice step."""
+    wanted = range_ms / 1000 / max_points
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    for step in GRAFANA_INTERVALS:
+        if int(step[:-1]) * units[step[-1]] >= wanted:
+            return step
+    return "1d"
+
+
+def substitute(query: str, *, from_ms: int, to_ms: int, rp: str = "raw", interval: str | None = None) -> str:
+    range_ms = to_ms - from_ms
+    out = query.replace("$timeFilter", f"time >= {from_ms}ms and time <= {to_ms}ms")
+    out = out.replace("$__interval", interval or auto_interval(range_ms))
+    out = out.replace("${__range_s}", str(range_ms // 1000)).replace("${__range_ms}", str(range_ms))
+    out = out.replace('"$rp"', f'"{rp}"')
+    out = out.replace("now()", f"{to_ms}ms")
+    assert "$" not in out.replace("$tag_", ""), f"unsubstituted macro in {out}"
+    return out
+
+
+def reduce(points: list[Any], reducer: str) -> float | None:
+    pts = [float(p) for p in points if p is not None and not (isinstance(p, float) and math.isnan(p))]
+    if not pts:
+        return None
+    if reducer == "last":
+        return pts[-1]
+    if reducer == "mean":
+        return sum(pts) / len(pts)
+    if reducer == "max":
+        return max(pts)
+    if reducer == "min":
+        return min(pts)
+    if reducer == "count":
+        return float(len(pts))
+    raise ValueError(reducer)
+
+
+def math_expression(expression: str, b: float) -> float:
+    """Grafana's math expression for the forms we generate: comparisons joined by || and &&."""
+    py = expression.replace("$B", repr(b)).replace("||", " or ").replace("&&", " and ")
+    assert re.fullmatch(r"[\d.eE+\- <>=!()orand]+", py), py
+    return float(eval(py))
+
+
+def evaluate_rule(db: Influx, database: str, rule: dict[str, Any], at_ms: int) -> str:
+    """``Alerting``, ``Normal`` (C is 0), or the rule's noDataState when A returns no series."""
+    a, b, c = rule["data"]
+    window = a["relativeTimeRange"]["from"] * 1000
+    query = substitute(a["model"]["query"], from_ms=at_ms - window, to_ms=at_ms)
+    series = [row for row in db.rows(query, database, epoch="ms")]
+    points = [v for row in series for k, v in row.items() if k != "time" and not isinstance(v, str)]
+    reduced = reduce(points, b["model"]["reducer"])
+    if not series or reduced is None:
+        state: str = rule["noDataState"]
+        return "Alerting" if state == "Alerting" else "NoData" if state == "NoData" else "Normal"
+    return "Alerting" if math_expression(c["model"]["expression"], reduced) else "Normal"
+
+
+def load_rendered(outdir: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """(dashboards by uid, alert rules) of a rendered provisioning tree."""
+    boards = {
+        p.stem: json.loads(p.read_text()) for p in sorted((outdir / "dashboards" / "fieldstation").glob("*.json"))
+    }
+    rules_doc = yaml.safe_load((outdir / "alerting" / "fieldstation-rules.yaml").read_text())
+    rules = [r for g in rules_doc["groups"] for r in g["rules"]]
+    return boards, rules
+
+
+def panels(board: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in board["panels"] if p["type"] != "row"]
+
+
+def all_queries(outdir: Path) -> list[tuple[str, str, dict[str, Any]]]:
+    """(where, query, the panel or rule) for every InfluxQL statement rendered."""
+    boards, rules = load_rendered(outdir)
+    out = []
+    for uid, board in boards.items():
+        for v in board["templating"]["list"]:
+            out.append((f"{uid} variable {v['name']}", v["query"], v))
+        for p in panels(board):
+            for t in p["targets"]:
+                out.append((f"{uid} panel {p['id']} {p['title']!r} {t['refId']}", t["query"], p))
+    for r in rules:
+        out.append((f"rule {r['title']!r}", r["data"][0]["model"]["query"], r))
+    return out
