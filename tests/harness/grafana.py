@@ -40,7 +40,7 @@ def substitute(query: str, *, from_ms: int, to_ms: int, rp: str = "raw", interva
     out = out.replace("${__range_s}", str(range_ms // 1000)).replace("${__range_ms}", str(range_ms))
     out = out.replace('"$rp"', f'"{rp}"')
     out = out.replace("now()", f"{to_ms}ms")
-    assert "$" not in out.replace("$tag_", ""), f"unsubstituted macro in {out}"
+    assert not re.search(r"\$(?!tag_)[A-Za-z_{]", out), f"unsubstituted macro in {out}"
     return out
 
 

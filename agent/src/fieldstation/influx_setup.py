@@ -4,7 +4,7 @@ Ansible renders ``/etc/fieldstation/influx-setup.toml`` (0600: it holds the admi
 vault) and runs this after every InfluxDB install or inventory change. Running it twice changes nothing the
 second time; a password changed in the vault is applied.
 
-Layout, with the defaults: raw points in the retention policy ``raw`` (the database's default, kept 30 days);
+Layout, with the defaults: raw points in the retention policy ``raw`` (the database's default, kept 35 days);
 continuous queries write per-minute means into ``rollup_1m`` (kept a year) and per-hour means into ``rollup_1h``
 (kept forever). InfluxQL 1.x names a field's mean ``mean_<field>`` in a rollup (``SELECT mean(*) INTO``); dashboards
 select ``/^(mean_)?<field>$/``, which matches ``<field>`` in ``raw`` and ``mean_<field>`` in a rollup. The
@@ -97,7 +97,7 @@ class Rollup(_Strict):
 
 
 class Retention(_Strict):
-    raw: Duration = Field("30d", description="How long raw points are kept.")
+    raw: Duration = Field("35d", description="How long raw points are kept (≥ 32 days: 30-day panels read raw).")
     raw_max_range: Duration = Field("2d", description="Dashboards read raw points for time spans up to this long.")
     rollups: list[Rollup] = Field(
         default_factory=lambda: [Rollup(every="1m", keep="365d"), Rollup(every="1h", keep="INF")], min_length=1

@@ -254,9 +254,10 @@ def ups(nuts: list[Sensor], gs: GrafanaSettings) -> dict[str, Any] | None:
         )
         series_w = [target("A", q.series(m, n, "ups_realpower"), alias="ups.realpower")]
         if cfg.rated_power_w:
-            series_w.append(
-                target("B", q.series_scaled(m, n, "ups_load", cfg.rated_power_w / 100), alias="load × rated power")
-            )
+            series_w += [
+                target(ref, query, alias="load × rated power")
+                for ref, query in zip("BC", q.series_scaled(m, n, "ups_load", cfg.rated_power_w / 100), strict=True)
+            ]
         grid.add(timeseries("Power", series_w, "W"), 12, 8)
         events = [target("A", q.outage_events(m, n), table=True), target("B", q.outage_lengths(m, n), table=True)]
         grid.add(

@@ -59,11 +59,14 @@ def mean_since(measurement: str, sensor: str, field: str, window: str, scale: fl
     )
 
 
-def series_scaled(measurement: str, sensor: str, field: str, scale: float) -> str:
-    return (
-        f"SELECT mean({either(field)}) * {scale:g} FROM {RP}.{ident(measurement)} "  # noqa: S608
+def series_scaled(measurement: str, sensor: str, field: str, scale: float) -> list[str]:
+    """``series`` × a constant. InfluxQL allows no arithmetic on a regex field, so two queries: one finds the field
+    in raw points, the other its mean in a rollup; for any ``$rp`` exactly one of them has data."""
+    return [
+        f"SELECT mean({ident(name)}) * {scale:g} FROM {RP}.{ident(measurement)} "  # noqa: S608
         f"WHERE {_where(sensor)} GROUP BY time($__interval) fill(none)"
-    )
+        for name in (field, f"mean_{field}")
+    ]
 
 
 def sum_series(measurement: str, sensor: str, field: str) -> str:
@@ -88,7 +91,7 @@ def uptime_percent(measurement: str, sensor: str, interval: float, *, on_line: b
 
 
 def outage_events(measurement: str, sensor: str) -> str:
-    return f'SELECT "event", "battery_charge" FROM {RAW}.{ident(measurement)} WHERE {_where(sensor)}'  # noqa: S608
+    return f'SELECT "event" FROM {RAW}.{ident(measurement)} WHERE {_where(sensor)}'  # noqa: S608
 
 
 def outage_lengths(measurement: str, sensor: str) -> str:
