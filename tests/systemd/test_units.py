@@ -37,3 +37,16 @@ def test_the_agent_is_a_sandboxed_notify_service_with_a_watchdog() -> None:
     assert svc["ProtectSystem"] == "strict" and svc["NoNewPrivileges"] == "yes"
     assert svc["DevicePolicy"] == "closed" and svc["StateDirectory"] == "fieldstation"
     assert svc["CapabilityBoundingSet"] == ""
+
+
+def test_a_config_change_re_renders_grafanas_provisioning() -> None:
+    root = Path(__file__).parents[2] / "systemd"
+    path = parse(root / "fieldstation-grafana.path")
+    watched = [line.split("=", 1)[1] for line in (root / "fieldstation-grafana.path").read_text().splitlines()
+               if line.startswith("PathChanged=")]
+    assert "/etc/fieldstation/config.py" in watched and "/etc/fieldstation/grafana.toml" in watched
+    assert path["Path"]["Unit"] == "fieldstation-grafana.service"
+    svc = parse(root / "fieldstation-grafana.service")["Service"]
+    assert svc["Type"] == "oneshot"
+    assert svc["ExecStart"].endswith("fieldstation grafana render /etc/grafana/provisioning")
+    assert svc["ReadWritePaths"] == "/etc/grafana/provisioning" and svc["ProtectSystem"] == "strict"
