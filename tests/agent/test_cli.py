@@ -102,7 +102,7 @@ def port_is_free(port: int) -> bool:
 
 
 def test_demo_runs_the_example_against_a_local_influxdb() -> None:
-    simulators_can_start = all(port_is_free(p) for p in DEFAULT_PORTS.values())
+    simulators_can_start = all(port_is_free(DEFAULT_PORTS[name]) for name in ("arduino", "http"))
     result = run("demo", "--duration", "4")
     assert result.returncode == 0, result.stderr
     assert "cryo_temp" in result.stdout and "mains" in result.stdout and "  pi " in result.stdout

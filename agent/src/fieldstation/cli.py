@@ -234,11 +234,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     influx = LocalInfluxd().start()
     work = Path(tempfile.mkdtemp(prefix="fieldstation-demo-"))
     # The example's Arduino and HTTP entries read simulated devices on their default ports.
-    station: Station | None = Station(work / "sim")
+    station: Station | None = Station(work / "sim", modbus=False)  # the example's meters are commented out
     try:
         assert station is not None
         station.start()
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # a port in use: pymodbus says RuntimeError, socketserver OSError
         print(f"simulators not started ({exc}): the Arduino and HTTP sensors will report errors", flush=True)
         if station is not None:
             station.stop()

@@ -372,8 +372,9 @@ class Station:
     ``ports`` overrides :data:`DEFAULT_PORTS`; 0 picks a free port.
     """
 
-    def __init__(self, directory: Path, ports: Mapping[str, int] | None = None) -> None:
+    def __init__(self, directory: Path, ports: Mapping[str, int] | None = None, *, modbus: bool = True) -> None:
         self.directory = directory
+        self.modbus = modbus
         self.ports = {**DEFAULT_PORTS, **(ports or {})}
         self.tcp_meters: MeterSimulator | None = None
         self.rtu_meters: MeterSimulator | None = None
@@ -437,10 +438,11 @@ class Station:
 
         we, sdm630, sdm120 = load_map("orno_we515"), load_map("eastron_sdm630"), load_map("eastron_sdm120")
         values = self._values()
-        self.tcp_meters = MeterSimulator(
-            {1: (we, values["we515"]), 2: (sdm630, values["sdm"])}, tcp_port=self.ports["modbus"]
-        ).start()
-        if shutil.which("socat"):
+        if self.modbus:
+            self.tcp_meters = MeterSimulator(
+                {1: (we, values["we515"]), 2: (sdm630, values["sdm"])}, tcp_port=self.ports["modbus"]
+            ).start()
+        if self.modbus and shutil.which("socat"):
             self.directory.mkdir(parents=True, exist_ok=True)
             server, client = self.directory / "ttyMETER-sim", self.directory / "ttyMETER"
             self._socat = subprocess.Popen(
