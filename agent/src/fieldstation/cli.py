@@ -202,8 +202,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_influx_setup(args: argparse.Namespace) -> int:
     from fieldstation.influx_setup import load_setup, setup
+    from fieldstation.influxql import Influx
 
-    setup(load_setup(args.file))
+    cfg = load_setup(args.file)
+    if args.wait:
+        Influx(cfg.url).wait_ready(args.wait)
+    setup(cfg)
     return 0
 
 
@@ -356,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.set_defaults(fn=cmd_influx_setup)
     sp.add_argument("--file", type=Path, default=DEFAULT_SETUP, help=f"setup file (default {DEFAULT_SETUP})")
+    sp.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait this long for InfluxDB to answer")
 
     grafana = sub.add_parser("grafana", help="Grafana provisioning.").add_subparsers(
         dest="grafana_command", required=True, metavar="COMMAND"

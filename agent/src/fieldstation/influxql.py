@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -18,6 +19,18 @@ class Influx:
     def __init__(self, url: str, auth: tuple[str, str] | None = None) -> None:
         self.url = url.rstrip("/")
         self.auth = auth
+
+    def wait_ready(self, timeout: float) -> None:
+        """Poll /ping until the server answers (influxd opens its port seconds after it starts)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=2):  # noqa: S310  (configured URL)
+                    return
+            except OSError as exc:
+                if time.monotonic() >= deadline:
+                    raise InfluxError(f"{self.url}: not answering after {timeout:g} s ({exc})") from None
+                time.sleep(0.5)
 
     def query(self, q: str, db: str | None = None, *, epoch: str | None = None) -> list[dict[str, Any]]:
         """Run InfluxQL; returns the ``results`` list."""
