@@ -150,3 +150,22 @@ def test_once_with_timing_runs_against_the_simulators_of_fieldstation_simulate(t
         assert row[2:4] == ["3", "0"], f"{name}: {row}"  # 3 reads, 0 errors
     assert "active_energy=" in result.stdout and "pressure=" in result.stdout and "temp=" in result.stdout
     assert sim.returncode == 0, log.read_text()
+
+
+def test_record_appends_a_point_the_agent_forwards(tmp_path: Path) -> None:
+    settings = tmp_path / "agent.toml"
+    settings.write_text(f'[spool]\npath = "{tmp_path / "spool.db"}"\n[[sinks]]\nname = "local"\n')
+    result = run("record", "fieldstation_backup", "--tag", "kind=backup", "--field", "ok=true", "--field", "bytes=12i",
+                 "--field", "duration_s=4.5", "--field", "share=//nas/backup", "--settings", str(settings))
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert line.startswith('fieldstation_backup,kind=backup ok=true,bytes=12i,duration_s=4.5,share="//nas/backup" ')
+    from fieldstation.spool import Spool
+
+    spool = Spool(tmp_path / "spool.db", sinks=["local"])
+    try:
+        assert spool.backlog("local").depth == 1
+    finally:
+        spool.close()
+    bad = run("record", "x", "--field", "oops", "--settings", str(settings))
+    assert bad.returncode == 2 and bad.stderr.strip() == "fieldstation: --field 'oops': expected key=value"

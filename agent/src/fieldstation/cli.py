@@ -227,6 +227,50 @@ def cmd_grafana_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _field_value(text: str) -> bool | int | float | str:
+    """``true``/``false`` → bool, ``12i`` or ``12`` → int, ``1.5`` → float, anything else → string."""
+    if text in ("true", "false"):
+        return text == "true"
+    try:
+        return int(text.removesuffix("i"))
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _pairs(items: list[str], what: str) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{what} {item!r}: expected key=value")
+        out.append((key, value))
+    return out
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    """One point into the agent's spool: jobs (backups, remote shutdowns) report through the agent's sinks."""
+    from fieldstation.reading import encode_line
+    from fieldstation.spool import Spool
+
+    settings = _settings(args)
+    tags = dict(_pairs(args.tag, "--tag"))
+    fields = {k: _field_value(v) for k, v in _pairs(args.field, "--field")}
+    if not fields:
+        raise ConfigError("record: give at least one --field key=value")
+    line = encode_line(args.measurement, tags, fields, time.time_ns())
+    spool = Spool(settings.spool.path, max_bytes=settings.spool.max_bytes, sinks=[s.name for s in settings.sinks])
+    try:
+        spool.append([line])
+    finally:
+        spool.close()
+    print(line)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded defaults: the example config of simulated sensors, a throwaway InfluxDB, live readings."""
     from fieldstation.agent import Agent
@@ -314,6 +358,35 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 # -- parser ---------------------------------------------------------------------------------------------
 
 
+def _admin_commands(sub: Any, settings_help: str) -> None:
+    """``influx setup`` and ``grafana render``: what Ansible runs."""
+    influx = sub.add_parser("influx", help="InfluxDB administration.").add_subparsers(
+        dest="influx_command", required=True, metavar="COMMAND"
+    )
+    sp = influx.add_parser(
+        "setup",
+        help="Create the database, users, retention policies and continuous queries (idempotent).",
+        description="Create the database, users, retention policies and continuous queries (idempotent).",
+    )
+    sp.set_defaults(fn=cmd_influx_setup)
+    sp.add_argument("--file", type=Path, default=DEFAULT_SETUP, help=f"setup file (default {DEFAULT_SETUP})")
+    sp.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait this long for InfluxDB to answer")
+
+    grafana = sub.add_parser("grafana", help="Grafana provisioning.").add_subparsers(
+        dest="grafana_command", required=True, metavar="COMMAND"
+    )
+    sp = grafana.add_parser(
+        "render",
+        help="Write datasource, dashboards and alerting provisioning for config.py (deterministic).",
+        description="Write datasource, dashboards and alerting provisioning for config.py (deterministic).",
+    )
+    sp.set_defaults(fn=cmd_grafana_render)
+    sp.add_argument("outdir", type=Path, help="Grafana's provisioning directory, e.g. /etc/grafana/provisioning")
+    sp.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"config.py (default {DEFAULT_CONFIG})")
+    sp.add_argument("--grafana", type=Path, help="grafana.toml (default /etc/fieldstation/grafana.toml if present)")
+    sp.add_argument("--settings", type=Path, help=settings_help + "; gives the tariff's currency and time zone")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fieldstation", description="Fieldstation acquisition agent.")
     p.add_argument("--version", action="version", version=f"fieldstation {__version__}")
@@ -350,31 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--settings", type=Path, help=settings_help)
     sp.add_argument("--json", action="store_true")
 
-    influx = sub.add_parser("influx", help="InfluxDB administration.").add_subparsers(
-        dest="influx_command", required=True, metavar="COMMAND"
-    )
-    sp = influx.add_parser(
-        "setup",
-        help="Create the database, users, retention policies and continuous queries (idempotent).",
-        description="Create the database, users, retention policies and continuous queries (idempotent).",
-    )
-    sp.set_defaults(fn=cmd_influx_setup)
-    sp.add_argument("--file", type=Path, default=DEFAULT_SETUP, help=f"setup file (default {DEFAULT_SETUP})")
-    sp.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait this long for InfluxDB to answer")
+    _admin_commands(sub, settings_help)
 
-    grafana = sub.add_parser("grafana", help="Grafana provisioning.").add_subparsers(
-        dest="grafana_command", required=True, metavar="COMMAND"
-    )
-    sp = grafana.add_parser(
-        "render",
-        help="Write datasource, dashboards and alerting provisioning for config.py (deterministic).",
-        description="Write datasource, dashboards and alerting provisioning for config.py (deterministic).",
-    )
-    sp.set_defaults(fn=cmd_grafana_render)
-    sp.add_argument("outdir", type=Path, help="Grafana's provisioning directory, e.g. /etc/grafana/provisioning")
-    sp.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"config.py (default {DEFAULT_CONFIG})")
-    sp.add_argument("--grafana", type=Path, help="grafana.toml (default /etc/fieldstation/grafana.toml if present)")
-    sp.add_argument("--settings", type=Path, help=settings_help + "; gives the tariff's currency and time zone")
+    sp = add("record", cmd_record, "Append one point to the agent's spool (for jobs: backups, remote shutdowns).")
+    sp.add_argument("measurement", help="e.g. fieldstation_backup")
+    sp.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    sp.add_argument("--field", action="append", default=[], metavar="KEY=VALUE", help="true/false, 12i, 1.5 or text")
+    sp.add_argument("--settings", type=Path, help=settings_help)
 
     sp = add("simulate", cmd_simulate, "Start device simulators (Modbus, Arduino, HTTP JSON) and write a config.py.")
     sp.add_argument("--dir", type=Path, default=Path("fieldstation-sim"), help="where config.py goes")
