@@ -146,6 +146,8 @@ def other_lines(T: int) -> list[str]:
                              f"timeouts=0i,out_of_range=0i,stale=false {t}")
             lines.append(f"fieldstation_spool,sensor=agent,sink=local,unit=count depth={k % 50}i {t}")
             lines.append(f"fieldstation_spool,sensor=agent,sink=local,unit=s oldest_unsent_age={k % 3}.5 {t}")
+    lines.append(f"fieldstation_shutdown,host=nas ok=false {(T - 10 * MIN) * 1_000_000}")
+    lines.append(f"fieldstation_shutdown,host=web ok=true {(T - 10 * MIN) * 1_000_000}")
     backup = (T - 120 * MIN) * 1_000_000
     lines.append(f"fieldstation_backup,kind=backup,unit=B ok=true,bytes=123456789i,duration_s=42.0 {backup}")
     lines.append(f"fieldstation_backup,kind=restore_drill,unit=B ok=true,bytes=123456789i,duration_s=60.0 {backup - 10**12}")
@@ -370,3 +372,9 @@ def test_backup_rule_alerts_when_the_last_good_backup_is_too_old(station: Statio
     last = only(rows(station, target(station, "fieldstation-agent", "Last backup"), from_ms=station.T - DAY,
                      to_ms=station.T))
     assert last == 123456789
+
+
+def test_a_failed_remote_shutdown_alerts(station: Station) -> None:
+    r = rule(station, "A remote shutdown failed")
+    assert evaluate_rule(station.influx, DB, r, station.T) == "Alerting"
+    assert evaluate_rule(station.influx, DB, r, station.T + 2 * 3600_000) == "Normal"  # an hour later, all clear

@@ -243,6 +243,29 @@ def ups_rules(nuts: list[Sensor], gs: GrafanaSettings) -> list[dict[str, Any]]:
     return out
 
 
+def remote_shutdown_rule(gs: GrafanaSettings) -> dict[str, Any]:
+    """A host the UPS shutdown could not reach over SSH (recorded by fieldstation-ups-shutdown)."""
+    query = (
+        'SELECT count("ok") FROM "raw"."fieldstation_shutdown" '
+        'WHERE "ok" = false AND $timeFilter GROUP BY "host"'
+    )
+    return rule(
+        _uid("remote-shutdown", "remote-shutdown"),
+        "A remote shutdown failed",
+        query,
+        3600,
+        "last",
+        "$B > 0",
+        for_="0s",
+        no_data="OK",
+        labels={"kind": "ups", "event": "remote-shutdown-failed"},
+        summary="Remote shutdown of {{ $labels.host }} failed: it may lose power uncleanly",
+        description="The UPS shutdown could not run its command on the host over SSH (key, network, sudo).",
+        threshold="every remote host shut down",
+        link=f"{gs.url}/d/{UIDS['ups']}",
+    )
+
+
 def backup_rule(gs: GrafanaSettings) -> dict[str, Any]:
     age = seconds(gs.alerts.backup_max_age)
     query = (
@@ -270,7 +293,7 @@ def rules_file(sensors: list[Sensor], nuts: list[Sensor], gs: GrafanaSettings) -
     groups = [
         ("sensor limits", limit_rules(sensors, gs)),
         ("stale sensors", stale_rules(sensors, gs)),
-        ("ups", ups_rules(nuts, gs)),
+        ("ups", [*ups_rules(nuts, gs), remote_shutdown_rule(gs)] if nuts else []),
         ("backups", [backup_rule(gs)]),
     ]
     return {
