@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -101,9 +102,11 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def test_demo_runs_the_example_against_a_local_influxdb() -> None:
+def test_demo_runs_the_example_against_a_local_influxdb(tmp_path: Path) -> None:
     simulators_can_start = all(port_is_free(DEFAULT_PORTS[name]) for name in ("arduino", "http"))
-    result = run("demo", "--duration", "4")
+    result = subprocess.run(fieldstation_cmd("demo", "--duration", "4"), capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert list(tmp_path.iterdir()) == []  # the throwaway InfluxDB and the demo's spool are gone
     assert result.returncode == 0, result.stderr
     assert "cryo_temp" in result.stdout and "mains" in result.stdout and "  pi " in result.stdout
     if simulators_can_start:  # the example's Arduino and HTTP entries read the demo's simulators

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import shutil
 import sys
 import tempfile
 import time
@@ -321,6 +322,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if station is not None:
             station.stop()
         influx.cleanup()
+        shutil.rmtree(work, ignore_errors=True)  # the demo's spool and state: nothing to keep
     return 0
 
 
