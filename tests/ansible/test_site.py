@@ -143,7 +143,8 @@ def test_influxdb_answers_with_auth_enforced_and_the_agent_writes(station: Stati
 
 def test_nut_answers_through_dummy_ups(station: Station) -> None:
     b = station.booted
-    status = b.wait_until("upsc ups@127.0.0.1 ups.status 2>/dev/null", timeout=60)
+    # upsd says WAIT until the driver's first poll: wait for the dummy's own status.
+    status = b.wait_until('s=$(upsc ups@127.0.0.1 ups.status 2>/dev/null); [ "$s" = OL ] && echo "$s"', timeout=90)
     assert status.strip() == "OL"
     assert b.run(["upsc", "ups@127.0.0.1", "battery.charge"]).stdout.strip() == "100"
     ups_conf = (station.root / "etc/nut/upsmon.conf").read_text()
@@ -188,3 +189,16 @@ def test_grafana_provisioning_is_rendered_even_without_the_package(station: Stat
     assert (prov / "dashboards/fieldstation/fieldstation-overview.json").exists()
     assert (prov / "dashboards/fieldstation/fieldstation-ups.json").exists() is False  # the example has no nut sensor
     log("skipped: installing grafana itself (Grafana's apt repository is unreachable from a build machine)")
+
+
+def test_preflight_stops_a_default_password_before_anything_changes(tmp_path: Path) -> None:
+    root = fresh_root(tmp_path)
+    try:
+        inv = {**inventory(tmp_path), "influxdb_agent_password": "changeme"}
+        result = run_playbook(root, inv, workdir=tmp_path)
+        assert result.failed == 1 and result.changed == 0, result.tail()
+        assert "influxdb_agent_password: empty, a default or shorter than 12" in result.stdout
+        assert "changeme" not in result.stdout  # the value never reaches the log
+        assert not (root / "etc/fieldstation").exists()
+    finally:
+        remove_root(root)
