@@ -20,6 +20,7 @@ from typing import Any
 
 from fieldstation import sdnotify
 from fieldstation.energy import EnergyAccounting
+from fieldstation.ingest.inbox import Inbox
 from fieldstation.reading import Reading
 from fieldstation.scheduler import Scheduler
 from fieldstation.sensor import Sensor
@@ -56,6 +57,8 @@ class Agent:
         self.sinks = [SinkWorker(s, self.spool) for s in settings.sinks]
         self.scheduler = Scheduler(sensors, self._emit)
         self.energy = EnergyAccounting(settings.energy, _saved_state(settings.state_file).get("energy"))
+        # Dropped files go straight to the spool from the inbox's own thread (SQLite connections are per thread).
+        self.inbox = Inbox(settings.ingest, append=self.spool.append) if settings.ingest else None
         self.on_readings = on_readings
         self._pending: list[str] = []
         self._lock = threading.Lock()
@@ -185,6 +188,8 @@ class Agent:
         self._committer.start()
         for sink in self.sinks:
             sink.start()
+        if self.inbox is not None:
+            self.inbox.start()
         housekeeping = asyncio.create_task(self._housekeeping())
         sdnotify.notify("READY=1")
         log.info("running %d sensors, %d sinks", len(self.scheduler.sensors), len(self.sinks))
@@ -199,6 +204,8 @@ class Agent:
 
     def shutdown(self) -> None:
         """Flush: commit everything pending, give each sink a last bounded chance to drain, stop threads."""
+        if self.inbox is not None:
+            self.inbox.stop()  # a file half-parsed stays in the inbox and is taken again at the next start
         self._committer_stop.set()
         self._committer.join(10)
         self.commit()

@@ -13,6 +13,7 @@ import logging
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -272,6 +273,30 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_upload_server(args: argparse.Namespace) -> int:
+    """POST /upload/<source>: files ingested at once into the agent's spool."""
+    import signal
+
+    from fieldstation.ingest.inbox import Inbox
+    from fieldstation.ingest.upload import serve
+    from fieldstation.spool import Spool
+
+    settings = _settings(args)
+    if settings.ingest is None or not any(s.token for s in settings.ingest.sources):
+        raise ConfigError(f"{args.settings or 'agent.toml'}: no [ingest] source has an upload token")
+    spool = Spool(settings.spool.path, max_bytes=settings.spool.max_bytes, sinks=[s.name for s in settings.sinks])
+    inbox = Inbox(settings.ingest, append=spool.append)
+    server = serve(settings.ingest, inbox, args.host, args.port)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    print(f"upload endpoint on http://{args.host}:{server.server_address[1]}/upload/<source>", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+        spool.close()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded defaults: the example config of simulated sensors, a throwaway InfluxDB, live readings."""
     from fieldstation.agent import Agent
@@ -431,6 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("measurement", help="e.g. fieldstation_backup")
     sp.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
     sp.add_argument("--field", action="append", default=[], metavar="KEY=VALUE", help="true/false, 12i, 1.5 or text")
+    sp.add_argument("--settings", type=Path, help=settings_help)
+
+    sp = add("upload-server", cmd_upload_server, "Serve POST /upload/<source> for file drops over HTTP.")
+    sp.add_argument("--host", default="0.0.0.0", help="listen address (default all: building servers are on the LAN)")  # noqa: S104
+    sp.add_argument("--port", type=int, default=8080, help="Siemens Insight servers reach only 80, 8080 or 8081")
     sp.add_argument("--settings", type=Path, help=settings_help)
 
     sp = add("simulate", cmd_simulate, "Start device simulators (Modbus, Arduino, HTTP JSON) and write a config.py.")

@@ -14,6 +14,7 @@ from typing import Annotated, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from fieldstation.energy import EnergySettings
+from fieldstation.ingest.inbox import IngestSettings
 from fieldstation.loader import ConfigError
 
 DEFAULT_SETTINGS = Path("/etc/fieldstation/agent.toml")
@@ -61,6 +62,7 @@ class AgentSettings(_Strict):
     health_interval: float = Field(10.0, ge=1, description="Seconds between the agent's own health readings.")
     state_file: Path = Field(STATE_DIR / "state.json", description="Live state for `fieldstation sensors`.")
     energy: EnergySettings = Field(default_factory=EnergySettings, description="Energy counters and tariff table.")
+    ingest: IngestSettings | None = Field(None, description="File-drop ingestion: inbox, sources, upload tokens.")
 
 
 def load_toml(path: Path, model: type[M]) -> M:

@@ -1,0 +1,350 @@
+"""The inbox: files dropped by SFTP or the upload endpoint become readings in the agent's spool.
+
+Layout on the data drive (``[ingest]`` in agent.toml)::
+
+    inbox/<source>/<…>/<file>       what arrives (SFTP writes here; <source> names a configured source)
+    archive/<source>/<…>/<file>     ingested, with <file>.report.json beside it
+    rejected/<source>/<…>/<file>    unusable, with <file>.error.txt (one line) and <file>.report.json
+
+A file is taken only once it is complete: it was renamed into place from a ``.part`` name (seen by inotify), or
+its size and mtime have not changed for ``stable_seconds``. ``*.part`` files and dot-files are never taken.
+
+Every file's sha256 is recorded in ``ledger.jsonl``: a file dropped again is archived with a ``duplicate`` report
+and writes nothing. An overlapping later export writes points with the same timestamps and tags, which replace
+the earlier ones in InfluxDB: never duplicates.
+
+Files are read twice as streams (hash, then parse), so memory stays constant whatever the size; readings go to the
+spool in batches, and the log shows progress for large files.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import importlib
+import json
+import logging
+import os
+import select
+import shutil
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from fieldstation.ingest import FileContext, Rejected, Report
+from fieldstation.reading import Reading
+
+log = logging.getLogger("fieldstation.ingest")
+
+#: Source format → parser module in fieldstation.ingest.
+PARSERS = {"mv2": "mv2", "siemens": "siemens", "alc": "alc", "csv": "generic_csv"}
+BATCH = 5000
+PROGRESS_EVERY = 50_000
+
+
+class SourceSettings(BaseModel):
+    """One kind of file, in its own inbox folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="Folder under inbox/ and the upload path.")
+    format: Literal["mv2", "siemens", "alc", "csv"]
+    token: SecretStr | None = Field(None, description="Bearer token for POST /upload/<name>; none: no HTTP upload.")
+    max_bytes: int = Field(64 << 20, ge=1, description="Largest upload accepted.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Parser options (a CSV's column mapping).")
+
+
+class IngestSettings(BaseModel):
+    """``[ingest]`` in agent.toml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    root: Path = Field(Path("/srv/data"), description="inbox/, archive/, rejected/ and the ledger live here.")
+    timezone: str = Field("UTC", description="The site's time zone, for files whose timestamps carry none.")
+    stable_seconds: float = Field(5.0, ge=0, description="A file whose size has not changed for this long is taken.")
+    poll_seconds: float = Field(2.0, gt=0, description="How often the inbox is scanned when inotify is unavailable.")
+    sources: list[SourceSettings] = Field(default_factory=list)
+
+    @field_validator("sources")
+    @classmethod
+    def _unique(cls, v: list[SourceSettings]) -> list[SourceSettings]:
+        names = [s.name for s in v]
+        if len(set(names)) != len(names):
+            raise ValueError("source names must be unique")
+        return v
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def archive(self) -> Path:
+        return self.root / "archive"
+
+    @property
+    def rejected(self) -> Path:
+        return self.root / "rejected"
+
+    def source(self, name: str) -> SourceSettings | None:
+        return next((s for s in self.sources if s.name == name), None)
+
+
+def sha256_of(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+@dataclass
+class Ledger:
+    """sha256 → where the file was archived, appended to a JSON-lines file (one fsync per file)."""
+
+    path: Path
+    seen: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.path.exists():
+            with self.path.open(encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        entry = json.loads(line)
+                        self.seen[entry["sha256"]] = entry["file"]
+                    except (ValueError, KeyError):
+                        continue  # a torn last line after a power cut: the file is ingested again, harmlessly
+
+    def add(self, sha: str, file: str) -> None:
+        self.seen[sha] = file
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"sha256": sha, "file": file, "at": datetime.now(UTC).isoformat()}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _move(src: Path, dest: Path) -> Path:
+    """Move ``src`` to ``dest``; an existing file there gets a numbered name rather than being overwritten."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = dest, 1
+    while candidate.exists():
+        candidate = dest.with_name(f"{dest.stem}.{n}{dest.suffix}")
+        n += 1
+    shutil.move(str(src), candidate)
+    return candidate
+
+
+class Inbox:
+    """Takes complete files from the inbox, parses them into the spool, archives or rejects them."""
+
+    def __init__(self, settings: IngestSettings, append: Callable[[list[str]], object]) -> None:
+        self.settings = settings
+        self.append = append
+        for d in (settings.inbox, settings.archive, settings.rejected):
+            d.mkdir(parents=True, exist_ok=True)
+        for s in settings.sources:
+            (settings.inbox / s.name).mkdir(exist_ok=True)
+        self.ledger = Ledger(settings.root / "ledger.jsonl")
+        self._sizes: dict[Path, tuple[int, int, float]] = {}  # path → (size, mtime_ns, unchanged since)
+        self._ready: set[Path] = set()  # renamed into place: complete at once
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.reports: list[Report] = []
+
+    # -- one file ----------------------------------------------------------------------------------
+
+    def ingest(self, path: Path, relpath: PurePosixPath) -> Report:
+        """Parse one complete file into the spool; move it to archive/ or rejected/; return its report."""
+        report = Report(file=str(relpath))
+        source = self.settings.source(relpath.parts[0])
+        try:
+            if source is None:
+                raise Rejected(f"no source {relpath.parts[0]!r} is configured (agent.toml [ingest] sources)")
+            report.parser = source.format
+            report.sha256 = sha256_of(path)
+            if report.sha256 in self.ledger.seen:
+                report.result = "duplicate"
+                report.reason = f"same content as {self.ledger.seen[report.sha256]}: nothing written"
+                return self._archive(path, relpath, report)
+            ctx = FileContext(relpath=relpath, timezone=self.settings.timezone, options=source.options)
+            parser = importlib.import_module(f"fieldstation.ingest.{PARSERS[source.format]}")
+            with path.open("rb") as f:
+                self._write(parser.parse(f, ctx, report), report)
+            if report.points == 0:
+                raise Rejected(f"no usable rows ({report.rows_read} read, {report.skipped.total()} skipped)")
+        except Rejected as exc:
+            report.result, report.reason = "rejected", str(exc)
+            return self._reject(path, relpath, report)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            report.result, report.reason = "rejected", f"{type(exc).__name__}: {exc}".splitlines()[0]
+            return self._reject(path, relpath, report)
+        self.ledger.add(report.sha256, str(relpath))
+        return self._archive(path, relpath, report)
+
+    def _write(self, readings: Iterator[Reading], report: Report) -> None:
+        batch: list[str] = []
+        first = last = None
+        for r in readings:
+            batch.append(r.to_line())
+            first = r.time_ns if first is None else min(first, r.time_ns)
+            last = r.time_ns if last is None else max(last, r.time_ns)
+            if len(batch) >= BATCH:
+                self.append(batch)
+                report.points += len(batch)
+                batch = []
+                if report.points % PROGRESS_EVERY < BATCH:
+                    log.info("%s: %d rows, %d points so far", report.file, report.rows_read, report.points)
+        if batch:
+            self.append(batch)
+            report.points += len(batch)
+        if first is not None and last is not None:
+            report.first_time = datetime.fromtimestamp(first / 1e9, UTC).isoformat()
+            report.last_time = datetime.fromtimestamp(last / 1e9, UTC).isoformat()
+
+    def _archive(self, path: Path, relpath: PurePosixPath, report: Report) -> Report:
+        dest = _move(path, self.settings.archive / relpath)
+        dest.with_name(dest.name + ".report.json").write_text(report.to_json())
+        log.info(
+            "%s: %s, %d rows, %d points, %d skipped",
+            relpath,
+            report.result,
+            report.rows_read,
+            report.points,
+            report.skipped.total(),
+        )
+        self.reports.append(report)
+        return report
+
+    def _reject(self, path: Path, relpath: PurePosixPath, report: Report) -> Report:
+        dest = _move(path, self.settings.rejected / relpath)
+        dest.with_name(dest.name + ".error.txt").write_text(f"{report.reason}\n")
+        dest.with_name(dest.name + ".report.json").write_text(report.to_json())
+        log.warning("%s: rejected: %s", relpath, report.reason)
+        self.reports.append(report)
+        return report
+
+    # -- watching ----------------------------------------------------------------------------------
+
+    def candidates(self) -> Iterator[Path]:
+        for path in sorted(self.settings.inbox.rglob("*")):
+            rel = path.relative_to(self.settings.inbox)
+            if path.is_file() and not path.name.endswith(".part") and not any(p.startswith(".") for p in rel.parts):
+                yield path
+
+    def scan(self, now: float | None = None) -> list[Report]:
+        """One pass: ingest every complete file; returns their reports."""
+        now = time.monotonic() if now is None else now
+        done = []
+        present = set()
+        for path in self.candidates():
+            present.add(path)
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            seen = self._sizes.get(path)
+            if seen is None or seen[:2] != (st.st_size, st.st_mtime_ns):
+                self._sizes[path] = (st.st_size, st.st_mtime_ns, now)
+                if path not in self._ready:
+                    continue
+            elif path not in self._ready and now - seen[2] < self.settings.stable_seconds:
+                continue
+            rel = PurePosixPath(path.relative_to(self.settings.inbox).as_posix())
+            done.append(self.ingest(path, rel))
+            self._sizes.pop(path, None)
+            self._ready.discard(path)
+        for gone in set(self._sizes) - present:
+            del self._sizes[gone]
+        return done
+
+    def run(self) -> None:
+        """Scan until stopped: woken by inotify when it is available, else every poll_seconds."""
+        watcher = _Inotify.create(self.settings.inbox)
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.scan()
+                except Exception:
+                    log.exception("inbox scan failed")
+                timeout = min(self.settings.poll_seconds, max(self.settings.stable_seconds / 2, 0.2))
+                if watcher is None:
+                    self._stop.wait(timeout)
+                else:
+                    self._ready |= watcher.wait(timeout)
+        finally:
+            if watcher is not None:
+                watcher.close()
+
+    def start(self) -> Inbox:
+        self._thread = threading.Thread(target=self.run, name="inbox", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+
+
+# inotify(7) through libc: no dependency, and a polling fallback when it is missing.
+IN_CLOSE_WRITE, IN_MOVED_TO, IN_CREATE, IN_ISDIR = 0x8, 0x80, 0x100, 0x40000000
+_EVENT = struct.Struct("iIII")
+
+
+class _Inotify:
+    def __init__(self, libc: Any, fd: int, root: Path) -> None:
+        self.libc, self.fd, self.root = libc, fd, root
+        self.dirs: dict[int, Path] = {}
+        for d in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+            self._watch(d)
+
+    @classmethod
+    def create(cls, root: Path) -> _Inotify | None:
+        name = ctypes.util.find_library("c")
+        if name is None:
+            return None
+        libc = ctypes.CDLL(name, use_errno=True)
+        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            log.info("inotify unavailable (errno %d): polling the inbox", ctypes.get_errno())
+            return None
+        return cls(libc, fd, root)
+
+    def _watch(self, d: Path) -> None:
+        wd = self.libc.inotify_add_watch(self.fd, os.fsencode(d), IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE)
+        if wd >= 0:
+            self.dirs[wd] = d
+
+    def wait(self, timeout: float) -> set[Path]:
+        """Files renamed into place since the last call (complete at once); new folders get watched."""
+        ready: set[Path] = set()
+        r, _, _ = select.select([self.fd], [], [], timeout)
+        if not r:
+            return ready
+        try:
+            data = os.read(self.fd, 64 * 1024)
+        except BlockingIOError:
+            return ready
+        i = 0
+        while i + _EVENT.size <= len(data):
+            wd, mask, _cookie, length = _EVENT.unpack_from(data, i)
+            name = data[i + _EVENT.size : i + _EVENT.size + length].rstrip(b"\0").decode(errors="replace")
+            i += _EVENT.size + length
+            d = self.dirs.get(wd)
+            if d is None or not name:
+                continue
+            if mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO):
+                self._watch(d / name)
+            elif mask & IN_MOVED_TO and not name.endswith(".part"):
+                ready.add(d / name)
+        return ready
+
+    def close(self) -> None:
+        os.close(self.fd)

@@ -1,0 +1,190 @@
+"""The inbox: completeness, archive and rejected folders, reports, the sha256 ledger, inotify; and every fixture file
+through the whole path (inbox → agent's spool → a real InfluxDB), point counts and sample values checked."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import time
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from fieldstation.influxd import LocalInfluxd
+from fieldstation.ingest import FileContext, Report
+from fieldstation.ingest.inbox import PARSERS, Inbox, IngestSettings, SourceSettings
+from harness.agent import running_agent, settings_for, wait_for
+
+FIXTURES = Path(__file__).parents[3].parent / "shared" / "fixtures"
+POWERVIEW = FIXTURES / "powerview" / "data"
+SIEMENS = FIXTURES / "energycomps" / "value-pipeline" / "tests" / "EvansTestFile.csv"
+pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"the shared fixtures are not at {FIXTURES}")
+
+V003 = POWERVIEW / "format_v003" / "02001311" / "T302_260122_162658_UTC.tsv"
+T202 = POWERVIEW / "0_camp_base" / "02001283" / "error" / "T202_251022_121951.tsv"
+EMPTY = POWERVIEW / "0_camp_base" / "02001283" / "error" / "T302_260109_120045.tsv"
+
+
+def settings(root: Path, stable: float = 0.2) -> IngestSettings:
+    return IngestSettings(
+        root=root, timezone="Europe/Paris", stable_seconds=stable, poll_seconds=0.2,
+        sources=[SourceSettings(name="mv2", format="mv2"), SourceSettings(name="siemens", format="siemens")],
+    )
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, lines: list[str]) -> None:
+        self.lines.extend(lines)
+
+
+def drop(inbox: Path, fixture: Path, rel: str) -> Path:
+    dest = inbox / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(fixture, dest)
+    return dest
+
+
+def scan_until(box: Inbox, n: int, timeout: float = 10) -> list[Report]:
+    done: list[Report] = []
+    deadline = time.monotonic() + timeout
+    while len(done) < n and time.monotonic() < deadline:
+        done += box.scan()
+        time.sleep(0.05)
+    return done
+
+
+def test_a_file_is_taken_once_stable_then_archived_with_its_report(tmp_path: Path) -> None:
+    sink = Sink()
+    box = Inbox(settings(tmp_path), sink)
+    drop(tmp_path / "inbox", V003, "mv2/acme/winter/02001311/T302_260122_162658_UTC.tsv")
+    assert box.scan() == []  # just seen: not yet known to be complete
+    (report,) = scan_until(box, 1)
+    archived = tmp_path / "archive/mv2/acme/winter/02001311/T302_260122_162658_UTC.tsv"
+    assert archived.exists() and not list((tmp_path / "inbox/mv2/acme/winter/02001311").glob("*.tsv"))
+    saved = json.loads(archived.with_name(archived.name + ".report.json").read_text())
+    assert saved["result"] == "ingested" and saved["points"] == report.points == len(sink.lines) > 0
+    assert saved["sha256"] and saved["rows_read"] >= 1 and saved["parser"] == "mv2"
+
+
+def test_part_files_wait_for_their_rename(tmp_path: Path) -> None:
+    sink = Sink()
+    box = Inbox(settings(tmp_path, stable=0.0), sink)
+    part = drop(tmp_path / "inbox", V003, "mv2/acme/winter/02001311/x.tsv.part")
+    for _ in range(3):
+        assert box.scan() == []
+    part.rename(part.with_name("x.tsv"))
+    assert [r.result for r in scan_until(box, 1)] == ["ingested"]
+
+
+def test_a_bad_file_is_rejected_with_a_one_line_reason(tmp_path: Path) -> None:
+    box = Inbox(settings(tmp_path), Sink())
+    drop(tmp_path / "inbox", T202, "mv2/acme/base/02001283/T202_251022_121951.tsv")
+    drop(tmp_path / "inbox", EMPTY, "mv2/acme/base/02001283/T302_260109_120045.tsv")
+    drop(tmp_path / "inbox", V003, "nosuch/whatever.tsv")
+    reports = {r.file: r for r in scan_until(box, 3)}
+    assert {r.result for r in reports.values()} == {"rejected"}
+    for rel, report in reports.items():
+        error = (tmp_path / "rejected" / rel).with_name(Path(rel).name + ".error.txt").read_text()
+        assert error.count("\n") == 1 and error.strip() == report.reason
+    assert "no source 'nosuch' is configured" in (reports["nosuch/whatever.tsv"].reason or "")
+
+
+def test_a_file_dropped_again_writes_nothing(tmp_path: Path) -> None:
+    sink = Sink()
+    box = Inbox(settings(tmp_path), sink)
+    drop(tmp_path / "inbox", V003, "mv2/acme/winter/02001311/a.tsv")
+    scan_until(box, 1)
+    written = len(sink.lines)
+    drop(tmp_path / "inbox", V003, "mv2/acme/winter/02001311/a.tsv")  # the logger sends it again
+    (again,) = scan_until(box, 1)
+    assert again.result == "duplicate" and "same content as mv2/acme/winter/02001311/a.tsv" in (again.reason or "")
+    assert len(sink.lines) == written
+    assert (tmp_path / "archive/mv2/acme/winter/02001311/a.1.tsv").exists()  # both kept, neither overwritten
+    # The ledger survives a restart.
+    assert scan_until(Inbox(settings(tmp_path), sink), 0, timeout=0.1) == []
+    drop(tmp_path / "inbox", V003, "mv2/acme/winter/02001311/b.tsv")
+    (third,) = scan_until(Inbox(settings(tmp_path), sink), 1)
+    assert third.result == "duplicate"
+
+
+def test_the_watcher_takes_a_renamed_file_in_a_new_folder_at_once(tmp_path: Path) -> None:
+    sink = Sink()
+    box = Inbox(settings(tmp_path, stable=3600), sink).start()  # size stability alone would wait an hour
+    try:
+        time.sleep(0.3)
+        part = drop(tmp_path / "inbox", V003, "mv2/newclient/newcampaign/02001311/f.tsv.part")
+        time.sleep(0.3)
+        part.rename(part.with_name("f.tsv"))
+        archived = tmp_path / "archive/mv2/newclient/newcampaign/02001311/f.tsv"
+        wait_for(archived.exists, 10, "ingested")
+    finally:
+        box.stop()
+
+
+# -- every fixture, end to end ----------------------------------------------------------------------
+
+
+def fixture_drops() -> list[tuple[Path, str]]:
+    """(fixture, relpath in the inbox): MV2 files keep their <client>/<campaign>/<serial>/ folders."""
+    out = []
+    for path in sorted(POWERVIEW.rglob("*.tsv")):
+        rel = path.relative_to(POWERVIEW).parts
+        folders = [p for p in rel[:-1] if p not in ("error", "parsed")]
+        out.append((path, "/".join(["mv2", *folders, rel[-1]])))
+    out.append((SIEMENS, "siemens/EvansTestFile.csv"))
+    return out
+
+
+def expected_keys(fixture: Path, rel: str, timezone: str) -> tuple[set[tuple[str, str, int]], Report]:
+    """What the parser makes of the file on its own: the distinct point keys InfluxDB must end up holding."""
+    report = Report()
+    fmt = {"mv2": "mv2", "siemens": "siemens"}[rel.split("/", maxsplit=1)[0]]
+    parser = importlib.import_module(f"fieldstation.ingest.{PARSERS[fmt]}")
+    ctx = FileContext(relpath=PurePosixPath(rel), timezone=timezone)
+    keys = set()
+    try:
+        with fixture.open("rb") as f:
+            for r in parser.parse(f, ctx, report):
+                keys.add((r.measurement, ",".join(f"{k}={v}" for k, v in sorted(r.tags.items())), r.time_ns))
+    except Exception:
+        return set(), report
+    return keys, report
+
+
+@pytest.mark.timeout(600)
+def test_every_fixture_reaches_influxdb_with_its_points(influxd: LocalInfluxd, tmp_path: Path) -> None:
+    ingest = settings(tmp_path / "data")
+    agent_settings = settings_for(tmp_path, {"local": influxd.url}, ingest=ingest)
+    drops = fixture_drops()
+    with running_agent(agent_settings, []) as (agent, _):
+        for fixture, rel in drops:
+            drop(ingest.inbox, fixture, rel)
+        wait_for(lambda: agent.inbox is not None and len(agent.inbox.reports) >= len(drops), 300, "every file handled")
+        reports = {r.file: r for r in agent.inbox.reports}
+        expected_total = 0
+        for fixture, rel in drops:
+            keys, _ = expected_keys(fixture, rel, ingest.timezone)
+            if not keys:
+                assert reports[rel].result == "rejected", rel
+                continue
+            assert reports[rel].result in ("ingested", "duplicate"), (rel, reports[rel].reason)
+            expected_total += len(keys) if reports[rel].result == "ingested" else 0
+        wait_for(lambda: agent.spool.backlog("local").depth == 0, 120, "the spool to drain")
+    # Distinct points in InfluxDB: each file's points, files overlapping each other counted once.
+    all_keys: set[tuple[str, str, int]] = set()
+    for fixture, rel in drops:
+        if reports[rel].result == "ingested":
+            all_keys |= expected_keys(fixture, rel, ingest.timezone)[0]
+    stored = influxd.rows('SELECT count("value") FROM "mv2", "bms" GROUP BY *', "fieldstation")
+    assert sum(r["count"] for r in stored) == len(all_keys)
+    # A sample value straight from a file's text: V003's first row, 21/01/26 08:15:24 UTC, Ph 1 = 236.14 V.
+    row = influxd.rows(
+        "SELECT \"value\" FROM \"mv2\" WHERE \"device\" = '02001311' AND \"unit\" = 'V' "
+        "AND time = '2026-01-21T08:15:24Z'", "fieldstation",
+    )
+    assert [r["value"] for r in row] == [236.14]
+    assert (ingest.rejected / "mv2/0_camp_base/02001283/T202_251022_121951.tsv.error.txt").exists()
