@@ -9,9 +9,9 @@ Layout on the data drive (``[ingest]`` in agent.toml)::
 A file is taken only once it is complete: it was renamed into place from a ``.part`` name (seen by inotify), or
 its size and mtime have not changed for ``stable_seconds``. ``*.part`` files and dot-files are never taken.
 
-Every file's sha256 is recorded in ``ledger.jsonl``: a file dropped again is archived with a ``duplicate`` report
-and writes nothing. An overlapping later export writes points with the same timestamps and tags, which replace
-the earlier ones in InfluxDB: never duplicates.
+Every file's sha256 is recorded in ``archive/.ledger.jsonl``: a file dropped again is archived with a
+``duplicate`` report and writes nothing. An overlapping later export writes points with the same timestamps
+and tags, which replace the earlier ones in InfluxDB: never duplicates.
 
 Files are read twice as streams (hash, then parse), so memory stays constant whatever the size; readings go to the
 spool in batches, and the log shows progress for large files.
@@ -151,7 +151,7 @@ class Inbox:
             d.mkdir(parents=True, exist_ok=True)
         for s in settings.sources:
             (settings.inbox / s.name).mkdir(exist_ok=True)
-        self.ledger = Ledger(settings.root / "ledger.jsonl")
+        self.ledger = Ledger(settings.archive / ".ledger.jsonl")  # beside what it describes
         self._sizes: dict[Path, tuple[int, int, float]] = {}  # path → (size, mtime_ns, unchanged since)
         self._ready: set[Path] = set()  # renamed into place: complete at once
         self._stop = threading.Event()
