@@ -341,7 +341,10 @@ class _Inotify:
             if d is None or not name:
                 continue
             if mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO):
-                self._watch(d / name)
+                # mkdir -p makes the next level before this watch exists: watch what is already inside too.
+                new = d / name
+                for sub in [new, *(p for p in new.rglob("*") if p.is_dir())]:
+                    self._watch(sub)
             elif mask & IN_MOVED_TO and not name.endswith(".part"):
                 ready.add(d / name)
         return ready
