@@ -70,7 +70,7 @@ def test_setup_creates_everything_once_and_grants_are_enforced(tmp_path: Path) -
         assert sorted(name for name, _ in cqs) == [
             "cq_energy_rollup_1h", "cq_energy_rollup_1m", "cq_rollup_1h", "cq_rollup_1m",
         ]
-        assert rps["fieldstation_meta"] == ("0s", False)
+        assert rps["fieldstation_meta"] == ("0s", False) and rps["files"] == ("0s", False)
         # The dashboards' $rp variable, with ${__range_ms} as Grafana substitutes it for the span shown.
         for span_ms, policy in [(3_600_000, "raw"), (172_800_000, "raw"), (172_800_001, "rollup_1m"),
                                 (30 * 86_400_000, "rollup_1m"), (90 * 86_400_000, "rollup_1h"),

@@ -108,3 +108,20 @@ def test_basic_auth_against_influxdb_with_auth_on(tmp_path: Path) -> None:
         assert rows[0]["series"][0]["values"][0][1] == 1
     finally:
         server.stop()
+
+
+def test_marked_lines_go_to_their_retention_policy(influxd: LocalInfluxd) -> None:
+    from fieldstation.reading import routed, with_policy
+
+    influxd.query('CREATE RETENTION POLICY "files" ON "fieldstation" DURATION INF REPLICATION 1')
+    old = 1_600_000_000_000_000_000  # 2020: a logger's export
+    lines = ["m,sensor=a value=1 " + str(old), with_policy("m,sensor=b value=2 " + str(old + 1), "files"),
+             with_policy("m,sensor=b value=3 " + str(old + 2), "files"), "m,sensor=a value=4 " + str(old + 3)]
+    assert [(rp, len(group)) for rp, group in routed(lines)] == [(None, 1), ("files", 2), (None, 1)]
+    writer = InfluxWriter(SinkSettings(name="x", url=influxd.url, database="fieldstation"))
+    with writer:
+        for rp, group in routed(lines):
+            writer.write("\n".join(group).encode(), rp)
+    in_files = influxd.rows('SELECT "value" FROM "files"."m"', "fieldstation")
+    assert [r["value"] for r in in_files] == [2.0, 3.0]
+    assert len(influxd.rows('SELECT "value" FROM "autogen"."m"', "fieldstation")) == 2

@@ -21,6 +21,7 @@ from harness.rootfs import Booted, PlaybookResult, boot, fresh_root, log, remove
 
 pytestmark = [requires_rootfs, pytest.mark.timeout(2400)]
 
+UPLOAD_TOKEN = "upl0ad-Token-for-siemens"
 PASSWORDS = {
     "influxdb_admin_password": "adm1n-Secret-pw",
     "influxdb_agent_password": "ag3nt-Secret-pw",
@@ -30,9 +31,9 @@ PASSWORDS = {
 }
 
 
-def ssh_key(tmp: Path) -> str:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "id")], check=True)
-    return (tmp / "id.pub").read_text().strip()
+def ssh_key(tmp: Path, name: str = "id") -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / name)], check=True)
+    return (tmp / f"{name}.pub").read_text().strip()
 
 
 def inventory(tmp: Path) -> dict[str, object]:
@@ -41,7 +42,8 @@ def inventory(tmp: Path) -> dict[str, object]:
         "base_hostname": "fs-test",
         "base_timezone": "Europe/Paris",
         "base_admin_users": [{"name": "tester", "ssh_keys": [ssh_key(tmp)], "sudo": True}],
-        "hardening_open_tcp_ports": [{"port": 22, "comment": "ssh"}, {"port": 3000, "comment": "grafana"}],
+        "hardening_open_tcp_ports": [{"port": 22, "comment": "ssh"}, {"port": 3000, "comment": "grafana"},
+                                     {"port": 8080, "comment": "uploads"}],
         # A drive that is not plugged in: declared, never blocking boot. The data stays on the root filesystem.
         "drives_list": [{"name": "usbcode", "label": "FS-CODE", "mount": "/srv/code", "fstype": "ext4"}],
         "drives_data_dir": "/srv/data",
@@ -50,6 +52,13 @@ def inventory(tmp: Path) -> dict[str, object]:
         "agent_sinks": [{"name": "local", "url": "http://127.0.0.1:8086", "database": "fieldstation",
                          "username": "agent", "password": PASSWORDS["influxdb_agent_password"]}],
         "agent_simulators": True,
+        "agent_ingest": {"enabled": True, "root": "/srv/data", "timezone": "America/Chicago", "sources": [
+            {"name": "mv2", "format": "mv2"},
+            {"name": "siemens", "format": "siemens", "token": UPLOAD_TOKEN, "max_bytes": 1_000_000},
+        ]},
+        "agent_upload_port": 8080,
+        "sftp_enabled": True,
+        "sftp_clients": [{"name": "acme", "ssh_keys": [ssh_key(tmp, "logger")]}],
         "grafana_install": False,
         "grafana_alert_emails": ["lab@example.org"],
     }
@@ -89,7 +98,7 @@ def test_a_second_run_changes_nothing(station: Station) -> None:
     "unit",
     ["fieldstation-agent.service", "influxdb.service", "fieldstation-influx-setup.service", "nut-server.service",
      "nut-monitor.service", "nftables.service", "ssh.service", "avahi-daemon.service",
-     "fieldstation-simulate.service", "fieldstation-grafana.path"],
+     "fieldstation-simulate.service", "fieldstation-grafana.path", "fieldstation-upload.service"],
 )
 def test_units_are_enabled_and_running(station: Station, unit: str) -> None:
     b = station.booted
@@ -155,7 +164,7 @@ def test_the_firewall_opens_only_what_the_inventory_lists(station: Station) -> N
     rules = station.booted.run(["nft", "list", "ruleset"]).stdout
     assert "policy drop" in rules
     assert "dport 22 " in rules or "dport 22\n" in rules or "dport { 22" in rules or "22, 3000" in rules
-    assert "3000" in rules
+    assert "3000" in rules and "8080" in rules
     assert "3493" not in rules and "8086" not in rules
 
 
@@ -202,3 +211,51 @@ def test_preflight_stops_a_default_password_before_anything_changes(tmp_path: Pa
         assert not (root / "etc/fieldstation").exists()
     finally:
         remove_root(root)
+
+
+SIEMENS_REPORT = (
+    "Key            Name:Suffix                                Trend Definitions Used,,,,\r"
+    "Point_1:,CMC.328.RT,,5 minutes,\r"
+    "Time Interval:,15 Minutes,,,\r"
+    "<>Date,Time,Point_1\r"
+    "12/27/2017,0:00:00,25\r"
+    "12/27/2017,0:15:00,No Data\r"
+    "12/27/2017,0:30:00,26.5\r"
+)
+
+
+def test_an_upload_over_http_reaches_the_agents_spool(station: Station) -> None:
+    b = station.booted
+    b.wait_until("systemctl is-active fieldstation-upload.service | grep -qx active && echo ok", timeout=60)
+    script = f"""
+import json, urllib.request, urllib.error
+body = (b'--B\\r\\nContent-Disposition: form-data; name="file"; filename="trend.csv"\\r\\n\\r\\n'
+        + {SIEMENS_REPORT.encode()!r} + b'\\r\\n--B--\\r\\n')
+req = urllib.request.Request('http://127.0.0.1:8080/upload/siemens', data=body, method='POST')
+req.add_header('Content-Type', 'multipart/form-data; boundary=B')
+req.add_header('Authorization', 'Bearer {UPLOAD_TOKEN}')
+try:
+    r = urllib.request.urlopen(req, timeout=30); print(r.status, r.read().decode().replace(chr(10), ' '))
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode().replace(chr(10), ' '))
+"""
+    out = b.run(["python3", "-c", script]).stdout
+    status, _, body = out.partition(" ")
+    assert status == "201", out + b.journal("fieldstation-upload.service")
+    report = json.loads(body)
+    assert report["points"] == 2 and report["skipped"] == {"No Data": 1}
+    assert (station.root / "srv/data/archive/siemens/trend.csv.report.json").exists()
+
+
+def test_sftp_accounts_are_chrooted_into_the_inbox(station: Station) -> None:
+    effective = station.booted.run(
+        ["sshd", "-T", "-C", "user=acme,host=logger,addr=192.0.2.10,laddr=127.0.0.1,lport=22"]
+    ).stdout.lower()
+    assert "chrootdirectory /srv/data/sftp/%u" in effective or "chrootdirectory /srv/data/sftp/acme" in effective
+    assert "forcecommand internal-sftp -d /upload -u 0002" in effective
+    chroot = station.root / "srv/data/sftp/acme"
+    assert chroot.stat().st_uid == 0 and (chroot.stat().st_mode & 0o022) == 0  # sshd demands a root-owned chroot
+    fstab = (station.root / "etc/fstab").read_text()
+    assert "/srv/data/inbox/mv2/acme /srv/data/sftp/acme/upload none bind" in fstab
+    keys = (station.root / "etc/ssh/authorized_keys.d/acme").read_text()
+    assert keys.startswith("ssh-ed25519 ")

@@ -62,6 +62,8 @@ class User(_Strict):
 
 RAW_POLICY = "raw"
 META_POLICY = "fieldstation_meta"
+#: Dropped files (logger exports, trend reports): historical data, older than raw points are kept.
+FILES_POLICY = "files"
 RP_CONFIG = "rp_config"
 #: The dashboards' ``$rp`` variable: the policy whose range of time spans holds the span shown.
 RP_VARIABLE_QUERY = (
@@ -99,6 +101,7 @@ class Rollup(_Strict):
 class Retention(_Strict):
     raw: Duration = Field("35d", description="How long raw points are kept (≥ 32 days: 30-day panels read raw).")
     raw_max_range: Duration = Field("2d", description="Dashboards read raw points for time spans up to this long.")
+    files: Duration = Field("INF", description="How long dropped files' points are kept (policy `files`).")
     rollups: list[Rollup] = Field(
         default_factory=lambda: [Rollup(every="1m", keep="365d"), Rollup(every="1h", keep="INF")], min_length=1
     )
@@ -237,7 +240,11 @@ def _ensure_retention(cfg: InfluxSetup, admin: Influx, say: Callable[[str], None
     changes = 0
     db = cfg.database
     policies = {r["name"]: r for r in admin.rows(f'SHOW RETENTION POLICIES ON "{db}"')}
-    wanted = [(RAW_POLICY, cfg.retention.raw, True), (META_POLICY, "INF", False)]
+    wanted = [
+        (RAW_POLICY, cfg.retention.raw, True),
+        (META_POLICY, "INF", False),
+        (FILES_POLICY, cfg.retention.files, False),
+    ]
     wanted += [(r.policy, r.keep, False) for r in cfg.retention.rollups]
     for name, keep, default in wanted:
         have = policies.get(name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 FieldValue = float | int | bool | str
@@ -60,3 +61,28 @@ def encode_line(measurement: str, tags: dict[str, str], fields: dict[str, FieldV
         parts.append(f"{key.translate(_TAG_ESCAPES)}={value.translate(_TAG_ESCAPES)}")
     field_set = ",".join(f"{k.translate(_TAG_ESCAPES)}={_field(v)}" for k, v in fields.items())
     return f"{','.join(parts)} {field_set} {time_ns}"
+
+
+#: A spooled line starting with this marker goes to another retention policy: ``@rp=files <line protocol>``.
+RP_MARKER = "@rp="
+
+
+def with_policy(line: str, retention_policy: str | None) -> str:
+    """Mark a line for a retention policy other than the sink's (file drops: historical data)."""
+    return f"{RP_MARKER}{retention_policy} {line}" if retention_policy else line
+
+
+def routed(lines: Iterable[str]) -> list[tuple[str | None, list[str]]]:
+    """Consecutive lines grouped by their retention policy (None: the sink's own), markers removed."""
+    groups: list[tuple[str | None, list[str]]] = []
+    for raw in lines:
+        rp: str | None = None
+        line = raw
+        if raw.startswith(RP_MARKER):
+            marker, _, line = raw.partition(" ")
+            rp = marker.removeprefix(RP_MARKER)
+        if groups and groups[-1][0] == rp:
+            groups[-1][1].append(line)
+        else:
+            groups.append((rp, [line]))
+    return groups

@@ -15,6 +15,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 
+from fieldstation.reading import routed
 from fieldstation.settings import SinkSettings
 from fieldstation.spool import Spool
 
@@ -42,10 +43,8 @@ class InfluxWriter:
         self._https = url.scheme == "https"
         self._host = url.hostname or "127.0.0.1"
         self._port = url.port or (443 if self._https else 80)
-        params = {"db": settings.database, "precision": "ns"}
-        if settings.retention_policy:
-            params["rp"] = settings.retention_policy
-        self._path = f"{url.path}/write?{urllib.parse.urlencode(params)}"
+        self._base = url.path
+        self._path = self._path_for(settings.retention_policy)
         self._headers = {"Content-Type": "text/plain; charset=utf-8"}
         if settings.token is not None:
             self._headers["Authorization"] = f"Token {settings.token.get_secret_value()}"
@@ -54,6 +53,12 @@ class InfluxWriter:
             basic = base64.b64encode(f"{settings.username}:{secret}".encode()).decode()
             self._headers["Authorization"] = f"Basic {basic}"
         self._conn: http.client.HTTPConnection | None = None
+
+    def _path_for(self, retention_policy: str | None) -> str:
+        params = {"db": self.settings.database, "precision": "ns"}
+        if retention_policy:
+            params["rp"] = retention_policy
+        return f"{self._base}/write?{urllib.parse.urlencode(params)}"
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
@@ -72,10 +77,12 @@ class InfluxWriter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def write(self, body: bytes) -> None:
+    def write(self, body: bytes, retention_policy: str | None = None) -> None:
+        """POST ``body``; ``retention_policy`` overrides the sink's own (``rp=``) for this request."""
+        path = self._path if retention_policy is None else self._path_for(retention_policy)
         try:
             conn = self._connection()
-            conn.request("POST", self._path, body=body, headers=self._headers)
+            conn.request("POST", path, body=body, headers=self._headers)
             resp = conn.getresponse()
             text = resp.read(2048).decode("utf-8", "replace").strip()
         except (OSError, http.client.HTTPException) as exc:
@@ -124,9 +131,9 @@ class SinkWorker:
         rows = self.spool.fetch(self.settings.name, self._batch)
         if not rows:
             return 0
-        body = "\n".join(line for _, line in rows).encode()
         try:
-            self.writer.write(body)
+            for rp, lines in routed(line for _, line in rows):
+                self.writer.write("\n".join(lines).encode(), rp)
         except WriteError as exc:
             if exc.too_large and self._batch > 1:
                 self._batch = max(1, self._batch // 2)

@@ -40,7 +40,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from fieldstation.ingest import FileContext, Rejected, Report
-from fieldstation.reading import Reading
+from fieldstation.reading import Reading, with_policy
 
 log = logging.getLogger("fieldstation.ingest")
 
@@ -71,6 +71,11 @@ class IngestSettings(BaseModel):
     timezone: str = Field("UTC", description="The site's time zone, for files whose timestamps carry none.")
     stable_seconds: float = Field(5.0, ge=0, description="A file whose size has not changed for this long is taken.")
     poll_seconds: float = Field(2.0, gt=0, description="How often the inbox is scanned when inotify is unavailable.")
+    retention_policy: str | None = Field(
+        "files",
+        description="InfluxDB retention policy of dropped files' points: their data is often older than raw points "
+        "are kept (a logger's months-long export), so it goes to its own policy; None writes to the sink's.",
+    )
     sources: list[SourceSettings] = Field(default_factory=list)
 
     @field_validator("sources")
@@ -192,7 +197,7 @@ class Inbox:
         batch: list[str] = []
         first = last = None
         for r in readings:
-            batch.append(r.to_line())
+            batch.append(with_policy(r.to_line(), self.settings.retention_policy))
             first = r.time_ns if first is None else min(first, r.time_ns)
             last = r.time_ns if last is None else max(last, r.time_ns)
             if len(batch) >= BATCH:
