@@ -221,8 +221,8 @@ def cmd_grafana_render(args: argparse.Namespace) -> int:
     sensors = load_sensors(args.config)
     gs_path = args.grafana or DEFAULT_GRAFANA_SETTINGS
     gs = load_toml(gs_path, GrafanaSettings) if args.grafana or gs_path.exists() else GrafanaSettings()
-    energy = load_settings(args.settings).energy
-    changed = render(args.outdir, sensors, gs, energy)
+    agent_settings = load_settings(args.settings)
+    changed = render(args.outdir, sensors, gs, agent_settings.energy, agent_settings.ingest)
     for rel in changed:
         print(f"{args.outdir / rel}: written")
     print(f"{len(changed)} file{'s' if len(changed) != 1 else ''} changed", flush=True)

@@ -33,6 +33,7 @@ class DatasourcesFile(_S):
 
 class ProviderOptions(_S):
     path: str = Field(pattern=r"^/")
+    foldersFromFilesStructure: bool = False
 
 
 class Provider(_S):

@@ -11,6 +11,7 @@ The seeded station (times end at T, a whole minute in the past):
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -378,3 +379,27 @@ def test_a_failed_remote_shutdown_alerts(station: Station) -> None:
     r = rule(station, "A remote shutdown failed")
     assert evaluate_rule(station.influx, DB, r, station.T) == "Alerting"
     assert evaluate_rule(station.influx, DB, r, station.T + 2 * 3600_000) == "Normal"  # an hour later, all clear
+
+
+def test_campaign_dashboards_read_the_files_policy(station: Station, tmp_path: Path) -> None:
+    from fieldstation.ingest.inbox import IngestSettings, SourceSettings
+
+    t = (station.T - 60 * MIN) * 1_000_000
+    station.influx.write([
+        f"mv2,client=acme,campaign=winter,device=02001311,channel=Voie1,unit=W value=1200.5 {t}",
+        f"mv2,client=acme,campaign=winter,device=02001311,channel=Ph\\ 1,unit=V value=236.14 {t}",
+        f"mv2,client=other,campaign=winter,device=02009999,channel=Voie1,unit=W value=9.0 {t}",
+    ], DB, "files")
+    ingest = IngestSettings(root=tmp_path, sources=[SourceSettings(name="mv2", format="mv2")])
+    (ingest.archive / "mv2/acme/winter").mkdir(parents=True)
+    out = tmp_path / "prov"
+    render(out, load_sensors(station.outdir.parent / "config.py"), GS, TARIFF, ingest)
+    board = json.loads((out / "dashboards/fieldstation-campaigns/acme/winter.json").read_text())
+    by_title = {p["title"]: p["targets"][0]["query"] for p in board["panels"] if p["type"] != "row"}
+    kw = {"from_ms": station.T - DAY, "to_ms": station.T}
+    power = rows(station, by_title["Power per channel"], **kw)
+    assert [(r["device"], r["channel"], r["mean"]) for r in power] == [("02001311", "Voie1", 1200.5)]  # not "other"
+    voltage = rows(station, by_title["Voltage per phase"], **kw)
+    assert [r["mean"] for r in voltage] == [236.14]
+    last = rows(station, by_title["Last value per channel"], **kw)
+    assert sorted(r["last"] for r in last) == [236.14, 1200.5]

@@ -209,3 +209,26 @@ def test_bad_grafana_settings_are_one_line(tmp_path: Path, toml: str, message: s
     (line,) = result.stderr.strip().splitlines()
     assert message in line
     assert not (tmp_path / "out" / "alerting").exists() or not any((tmp_path / "out" / "alerting").iterdir())
+
+
+def test_a_new_campaign_folder_gets_its_dashboard(tmp_path: Path, station_config: Path) -> None:
+    from fieldstation.ingest.inbox import IngestSettings, SourceSettings
+
+    ingest = IngestSettings(root=tmp_path / "data", sources=[SourceSettings(name="mv2", format="mv2")])
+    out = tmp_path / "out"
+    sensors = load_sensors(station_config)
+    render(out, sensors, SETTINGS, EnergySettings(), ingest)
+    assert not (out / "dashboards/fieldstation-campaigns").exists()
+    (ingest.archive / "mv2/acme/winter/02001311").mkdir(parents=True)
+    changed = render(out, sensors, SETTINGS, EnergySettings(), ingest)
+    assert changed == ["dashboards/fieldstation-campaigns/acme/winter.json"]
+    board = json.loads((out / "dashboards/fieldstation-campaigns/acme/winter.json").read_text())
+    assert board["title"] == "acme · winter"
+    queries = [t["query"] for p in panels(board) for t in p["targets"]]
+    assert all('FROM "files"."mv2"' in q and "\"client\" = 'acme' AND \"campaign\" = 'winter'" in q for q in queries)
+    providers = yaml.safe_load((out / "dashboards/fieldstation.yaml").read_text())["providers"]
+    assert providers[1]["options"]["foldersFromFilesStructure"] is True
+    SCHEMAS["dashboards/fieldstation.yaml"].model_validate(yaml.safe_load((out / "dashboards/fieldstation.yaml").read_text()))
+    register_default_plugins()
+    back = json.loads(json.dumps(Dashboard.from_json(board), cls=JSONEncoder))
+    assert _subset(board, back) == []

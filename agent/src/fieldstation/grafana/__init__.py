@@ -5,6 +5,7 @@ OUTDIR mirrors Grafana's provisioning tree (``/etc/grafana/provisioning``)::
     datasources/fieldstation.yaml          InfluxDB, uid fieldstation-influxdb, credentials from the environment
     dashboards/fieldstation.yaml           the provider: allowUiUpdates false, files are the truth
     dashboards/fieldstation/*.json         overview, UPS, energy, Raspberry Pi, agent
+    dashboards/fieldstation-campaigns/<client>/<campaign>.json   a dashboard per logger campaign (dropped files)
     alerting/fieldstation-rules.yaml       limits, stale sensors, UPS, backups
     alerting/fieldstation-contact-points.yaml, -policies.yaml, -templates.yaml
 
@@ -23,8 +24,10 @@ import yaml
 
 from fieldstation.energy import EnergySettings
 from fieldstation.grafana import alerting, dashboards
+from fieldstation.grafana import campaigns as campaigns_mod
 from fieldstation.grafana.panels import DATASOURCE_UID
 from fieldstation.grafana.settings import GrafanaSettings
+from fieldstation.ingest.inbox import IngestSettings
 from fieldstation.sensor import Sensor
 
 PREFIX = "fieldstation"
@@ -53,7 +56,8 @@ def datasource_file(gs: GrafanaSettings) -> dict[str, Any]:
     }
 
 
-def provider_file(gs: GrafanaSettings) -> dict[str, Any]:
+def provider_file(gs: GrafanaSettings, with_campaigns: bool = False) -> dict[str, Any]:
+    extra = [campaigns_mod.provider(gs)] if with_campaigns else []
     return {
         "apiVersion": 1,
         "providers": [
@@ -66,7 +70,8 @@ def provider_file(gs: GrafanaSettings) -> dict[str, Any]:
                 "allowUiUpdates": False,
                 "updateIntervalSeconds": 30,
                 "options": {"path": f"{gs.provisioning_path.rstrip('/')}/dashboards/{PREFIX}"},
-            }
+            },
+            *extra,
         ],
     }
 
@@ -75,7 +80,9 @@ def _kind(sensors: list[Sensor], driver: str) -> list[Sensor]:
     return [s for s in sensors if type(s).driver == driver]
 
 
-def render_files(sensors: list[Sensor], gs: GrafanaSettings, es: EnergySettings) -> dict[str, str]:
+def render_files(
+    sensors: list[Sensor], gs: GrafanaSettings, es: EnergySettings, ingest: IngestSettings | None = None
+) -> dict[str, str]:
     """Relative path → file content, for every file of ours."""
     nuts = _kind(sensors, "nut")
     boards = [
@@ -87,7 +94,7 @@ def render_files(sensors: list[Sensor], gs: GrafanaSettings, es: EnergySettings)
     ]
     out = {
         f"datasources/{PREFIX}.yaml": _yaml(datasource_file(gs)),
-        f"dashboards/{PREFIX}.yaml": _yaml(provider_file(gs)),
+        f"dashboards/{PREFIX}.yaml": _yaml(provider_file(gs, with_campaigns=ingest is not None)),
         f"alerting/{PREFIX}-rules.yaml": _yaml(alerting.rules_file(sensors, nuts, gs)),
         f"alerting/{PREFIX}-contact-points.yaml": _yaml(alerting.contact_points_file(gs)),
         f"alerting/{PREFIX}-policies.yaml": _yaml(alerting.policies_file(sensors, nuts, gs)),
@@ -96,6 +103,12 @@ def render_files(sensors: list[Sensor], gs: GrafanaSettings, es: EnergySettings)
     for board in boards:
         if board is not None:
             out[f"dashboards/{PREFIX}/{board['uid']}.json"] = json.dumps(board, indent=2, sort_keys=True) + "\n"
+    policy = ingest.retention_policy if ingest is not None else None
+    for _source, client, campaign in campaigns_mod.campaigns(ingest):
+        board = campaigns_mod.campaign_dashboard(client, campaign, policy, gs)
+        out[f"dashboards/{campaigns_mod.FOLDER}/{client}/{campaign}.json"] = (
+            json.dumps(board, indent=2, sort_keys=True) + "\n"
+        )
     return out
 
 
@@ -112,9 +125,11 @@ def _yaml(data: dict[str, Any]) -> str:
     return HEADER + body
 
 
-def render(outdir: Path, sensors: list[Sensor], gs: GrafanaSettings, es: EnergySettings) -> list[str]:
+def render(
+    outdir: Path, sensors: list[Sensor], gs: GrafanaSettings, es: EnergySettings, ingest: IngestSettings | None = None
+) -> list[str]:
     """Write the files (atomically, only those that changed) and remove stale ones of ours; returns what changed."""
-    files = render_files(sensors, gs, es)
+    files = render_files(sensors, gs, es, ingest)
     changed = []
     for rel, content in sorted(files.items()):
         path = outdir / rel
@@ -125,9 +140,8 @@ def render(outdir: Path, sensors: list[Sensor], gs: GrafanaSettings, es: EnergyS
         tmp.write_text(content, encoding="utf-8")
         tmp.replace(path)
         changed.append(rel)
-    ours = outdir / "dashboards" / PREFIX
-    for stale in sorted(ours.glob("*.json")) if ours.is_dir() else []:
-        rel = f"dashboards/{PREFIX}/{stale.name}"
+    for stale in sorted((outdir / "dashboards").glob(f"{PREFIX}*/**/*.json")):
+        rel = stale.relative_to(outdir).as_posix()
         if rel not in files:
             stale.unlink()
             changed.append(f"{rel} (removed)")

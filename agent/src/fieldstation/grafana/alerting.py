@@ -245,10 +245,7 @@ def ups_rules(nuts: list[Sensor], gs: GrafanaSettings) -> list[dict[str, Any]]:
 
 def remote_shutdown_rule(gs: GrafanaSettings) -> dict[str, Any]:
     """A host the UPS shutdown could not reach over SSH (recorded by fieldstation-ups-shutdown)."""
-    query = (
-        'SELECT count("ok") FROM "raw"."fieldstation_shutdown" '
-        'WHERE "ok" = false AND $timeFilter GROUP BY "host"'
-    )
+    query = 'SELECT count("ok") FROM "raw"."fieldstation_shutdown" WHERE "ok" = false AND $timeFilter GROUP BY "host"'
     return rule(
         _uid("remote-shutdown", "remote-shutdown"),
         "A remote shutdown failed",

@@ -19,6 +19,7 @@ spool in batches, and the log shows progress for large files.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import hashlib
@@ -77,6 +78,9 @@ class IngestSettings(BaseModel):
         "are kept (a logger's months-long export), so it goes to its own policy; None writes to the sink's.",
     )
     sources: list[SourceSettings] = Field(default_factory=list)
+    campaigns_stamp: Path | None = Field(
+        None, description="Touched when a file lands in a new folder (fieldstation-grafana.path re-renders)."
+    )
 
     @field_validator("sources")
     @classmethod
@@ -191,7 +195,13 @@ class Inbox:
             report.result, report.reason = "rejected", f"{type(exc).__name__}: {exc}".splitlines()[0]
             return self._reject(path, relpath, report)
         self.ledger.add(report.sha256, str(relpath))
-        return self._archive(path, relpath, report)
+        new_folder = not (self.settings.archive / relpath).parent.exists()
+        archived = self._archive(path, relpath, report)
+        if new_folder and self.settings.campaigns_stamp is not None:
+            # A new client or campaign: fieldstation-grafana.path re-renders, and its dashboard appears.
+            with contextlib.suppress(OSError):
+                self.settings.campaigns_stamp.touch()
+        return archived
 
     def _write(self, readings: Iterator[Reading], report: Report) -> None:
         batch: list[str] = []
