@@ -38,7 +38,9 @@ class SinkSettings(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Names this sink's cursor over the spool.")
     url: Annotated[str, AfterValidator(_http_url)] = Field("http://127.0.0.1:8086", description="Base URL.")
     database: str = Field("fieldstation", description="db= parameter (a bucket name through InfluxDB 2's v1 API).")
-    retention_policy: str | None = Field(None, description="rp= parameter; None writes to the default policy.")
+    retention_policy: str | None = Field(
+        None, description="rp= parameter for every point; None: the default policy, and dropped files' own (`files`)."
+    )
     username: str | None = Field(None, description="Basic-auth user (InfluxDB 1.x auth).")
     password: SecretStr | None = Field(None, description="Basic-auth password.")
     token: SecretStr | None = Field(None, description="Sent as 'Authorization: Token …' (InfluxDB 2/3).")

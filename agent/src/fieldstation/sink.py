@@ -133,7 +133,9 @@ class SinkWorker:
             return 0
         try:
             for rp, lines in routed(line for _, line in rows):
-                self.writer.write("\n".join(lines).encode(), rp)
+                # A sink with its own retention policy (a central server's) takes everything there; the local
+                # InfluxDB follows the lines' policies (dropped files go to `files`).
+                self.writer.write("\n".join(lines).encode(), None if self.settings.retention_policy else rp)
         except WriteError as exc:
             if exc.too_large and self._batch > 1:
                 self._batch = max(1, self._batch // 2)
