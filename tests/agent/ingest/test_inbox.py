@@ -193,3 +193,17 @@ def test_every_fixture_reaches_influxdb_with_its_points(influxd: LocalInfluxd, t
     )
     assert [r["value"] for r in row] == [236.14]
     assert (ingest.rejected / "mv2/0_camp_base/02001283/T202_251022_121951.tsv.error.txt").exists()
+
+
+def test_a_parser_that_breaks_rejects_the_file_instead_of_retrying_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fieldstation.ingest import mv2
+
+    def broken(*args: object) -> object:
+        raise KeyError("unexpected column")
+
+    monkeypatch.setattr(mv2, "parse", broken)
+    box = Inbox(settings(tmp_path), Sink())
+    drop(tmp_path / "inbox", V003, "mv2/acme/winter/02001311/a.tsv")
+    (report,) = scan_until(box, 1)
+    assert report.result == "rejected" and report.reason == "KeyError: 'unexpected column'"
+    assert box.scan() == [] and not list((tmp_path / "inbox").rglob("*.tsv"))

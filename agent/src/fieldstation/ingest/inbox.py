@@ -191,8 +191,10 @@ class Inbox:
         except Rejected as exc:
             report.result, report.reason = "rejected", str(exc)
             return self._reject(path, relpath, report)
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            report.result, report.reason = "rejected", f"{type(exc).__name__}: {exc}".splitlines()[0]
+        except (
+            Exception
+        ) as exc:  # a parser's bug or an unreadable file: rejected with its reason, never retried forever
+            report.result, report.reason = "rejected", (f"{type(exc).__name__}: {exc}".splitlines() or ["?"])[0]
             return self._reject(path, relpath, report)
         self.ledger.add(report.sha256, str(relpath))
         new_folder = not (self.settings.archive / relpath).parent.exists()

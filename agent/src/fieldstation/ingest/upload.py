@@ -139,6 +139,10 @@ def make_handler(settings: IngestSettings, inbox: Inbox, staging: Path) -> type[
             except UploadError as exc:
                 self.close_connection = True  # the rest of a refused body is not read
                 self._answer(exc.status, {"error": str(exc)})
+            except Exception as exc:  # never a traceback to the client: one line, and the log has the rest
+                log.exception("upload to %s failed", self.path)
+                self.close_connection = True
+                self._answer(500, {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
 
         def do_GET(self) -> None:
             self._answer(405, {"error": "POST a multipart form with a 'file' field to /upload/<source>"})
