@@ -186,3 +186,33 @@ def test_a_wrong_admin_password_is_one_line(tmp_path: Path) -> None:
         assert line.startswith(f"fieldstation influx: {server.url}: 401")
     finally:
         server.stop()
+
+
+def test_each_client_gets_its_own_database_and_a_user_that_reads_only_it(tmp_path: Path) -> None:
+    server = start_influxd(tmp_path / "influxd", auth=True, db=None)
+    try:
+        path = tmp_path / "influx-setup.toml"
+        text = SETUP.format(url=server.url, admin_pw="adm1n", agent_pw="ag3nt") + (
+            '[[clients]]\nname = "acme"\npassword = "acme-pw"\n[[clients]]\nname = "globex"\npassword = "globex-pw"\n'
+        )
+        path.write_text(text)
+        first = run_setup(path)
+        assert first.returncode == 0, first.stderr
+        assert "client acme: database client_acme created" in first.stdout
+        again = run_setup(path)
+        assert again.stdout.strip().endswith("0 changes"), again.stdout
+        t = time.time_ns()
+        agent = SinkSettings(name="x", url=server.url, database="lab", username="agent", password="ag3nt")  # type: ignore[arg-type]
+        with InfluxWriter(agent) as writer:  # the agent writes a client's points into the client's database
+            writer.write(f"mv2,client=acme value=1.5 {t}".encode(), "files", "client_acme")
+            writer.write(f"mv2,client=globex value=7 {t}".encode(), "files", "client_globex")
+            writer.write(f"m,sensor=a value=3 {t}".encode())
+        acme = as_user(server.url, "acme", "acme-pw")
+        assert [r["value"] for r in acme.rows('SELECT "value" FROM "files"."mv2"', "client_acme")] == [1.5]
+        for other in ("client_globex", "lab"):  # another client's data and the station's own stay out of reach
+            with pytest.raises(InfluxError, match="not authorized"):
+                acme.query('SELECT * FROM "files"."mv2"', other)
+        globex = as_user(server.url, "globex", "globex-pw")
+        assert [r["value"] for r in globex.rows('SELECT "value" FROM "files"."mv2"', "client_globex")] == [7.0]
+    finally:
+        server.stop()

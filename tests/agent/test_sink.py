@@ -117,11 +117,25 @@ def test_marked_lines_go_to_their_retention_policy(influxd: LocalInfluxd) -> Non
     old = 1_600_000_000_000_000_000  # 2020: a logger's export
     lines = ["m,sensor=a value=1 " + str(old), with_policy("m,sensor=b value=2 " + str(old + 1), "files"),
              with_policy("m,sensor=b value=3 " + str(old + 2), "files"), "m,sensor=a value=4 " + str(old + 3)]
-    assert [(rp, len(group)) for rp, group in routed(lines)] == [(None, 1), ("files", 2), (None, 1)]
+    assert [(route, len(group)) for route, group in routed(lines)] == [
+        ((None, None), 1), (("files", None), 2), ((None, None), 1),
+    ]
     writer = InfluxWriter(SinkSettings(name="x", url=influxd.url, database="fieldstation"))
     with writer:
-        for rp, group in routed(lines):
-            writer.write("\n".join(group).encode(), rp)
+        for (rp, db), group in routed(lines):
+            writer.write("\n".join(group).encode(), rp, db)
     in_files = influxd.rows('SELECT "value" FROM "files"."m"', "fieldstation")
     assert [r["value"] for r in in_files] == [2.0, 3.0]
     assert len(influxd.rows('SELECT "value" FROM "autogen"."m"', "fieldstation")) == 2
+
+
+def test_a_route_can_name_another_database(influxd: LocalInfluxd) -> None:
+    from fieldstation.reading import routed, with_policy
+
+    influxd.query('CREATE DATABASE "client_acme"')
+    lines = [with_policy("m,sensor=a value=1 1700000000000000000", None, "client_acme"), "m,sensor=b value=2 1700000000000000000"]
+    with InfluxWriter(SinkSettings(name="x", url=influxd.url, database="fieldstation")) as writer:
+        for (rp, db), group in routed(lines):
+            writer.write("\n".join(group).encode(), rp, db)
+    assert [r["sensor"] for r in influxd.rows('SELECT * FROM "m"', "client_acme")] == ["a"]
+    assert [r["sensor"] for r in influxd.rows('SELECT * FROM "m"', "fieldstation")] == ["b"]

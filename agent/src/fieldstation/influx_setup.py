@@ -80,6 +80,18 @@ def duration_seconds(d: str) -> float:
     return float("inf") if d == "INF" else int(d[:-1]) * _UNITS_S[d[-1]]
 
 
+class Client(_Strict):
+    """A client of the station's file drops, isolated: its own database and a user that reads only it."""
+
+    name: str = Field(pattern=_NAME, description="The client folder; also its read-only user's name.")
+    password: SecretStr
+    database: str | None = Field(None, pattern=_NAME, description="Default: client_<name>.")
+
+    @property
+    def db(self) -> str:
+        return self.database or f"client_{self.name}"
+
+
 class Rollup(_Strict):
     every: Duration = Field(description="Bucket of the means, e.g. 1m.")
     keep: Duration = Field(description="How long the rollup is kept; INF is forever.")
@@ -126,6 +138,7 @@ class InfluxSetup(_Strict):
     admin: Credentials
     users: list[User] = Field(default_factory=list)
     retention: Retention = Field(default_factory=Retention)
+    clients: list[Client] = Field(default_factory=list)
 
 
 def load_setup(path: Path) -> InfluxSetup:
@@ -305,6 +318,45 @@ def _ensure_rp_config(cfg: InfluxSetup, admin: Influx, say: Callable[[str], None
     return 1
 
 
+def _ensure_clients(cfg: InfluxSetup, admin: Influx, say: Callable[[str], None]) -> int:
+    """Per client: a database holding the `files` policy, its read-only user, and the writers' grants on it."""
+    changes = 0
+    databases = {r["name"] for r in admin.rows("SHOW DATABASES")}
+    users = {r["user"] for r in admin.rows("SHOW USERS")}
+    writers = [u.name for u in cfg.users if u.privilege in ("WRITE", "ALL")]
+    for client in cfg.clients:
+        db = client.db
+        if db not in databases:
+            admin.query(f'CREATE DATABASE "{db}"')
+            say(f"client {client.name}: database {db} created")
+            changes += 1
+        policies = {r["name"] for r in admin.rows(f'SHOW RETENTION POLICIES ON "{db}"')}
+        if FILES_POLICY not in policies:
+            admin.query(
+                f'CREATE RETENTION POLICY "{FILES_POLICY}" ON "{db}" DURATION {cfg.retention.files} REPLICATION 1'
+            )
+            changes += 1
+        password = _quote(client.password.get_secret_value())
+        if client.name in users:
+            admin.query(f'SET PASSWORD FOR "{client.name}" = {password}')
+        else:
+            admin.query(f'CREATE USER "{client.name}" WITH PASSWORD {password}')
+            changes += 1
+        grants = {r["database"]: r["privilege"] for r in admin.rows(f'SHOW GRANTS FOR "{client.name}"')}
+        if grants != {db: "READ"}:
+            for other in grants:
+                admin.query(f'REVOKE ALL ON "{other}" FROM "{client.name}"')
+            admin.query(f'GRANT READ ON "{db}" TO "{client.name}"')
+            changes += 1
+        for writer in writers:
+            have = {r["database"]: r["privilege"] for r in admin.rows(f'SHOW GRANTS FOR "{writer}"')}
+            if have.get(db) not in ("WRITE", "ALL PRIVILEGES"):
+                admin.query(f'GRANT WRITE ON "{db}" TO "{writer}"')
+                changes += 1
+        say(f"client {client.name}: database {db}, read-only user {client.name}")
+    return changes
+
+
 def setup(cfg: InfluxSetup, say: Callable[[str], None] = print) -> int:
     """Bring InfluxDB to the configured state; returns the number of changes made."""
     admin = Influx(cfg.url, (cfg.admin.username, cfg.admin.password.get_secret_value()))
@@ -314,5 +366,6 @@ def setup(cfg: InfluxSetup, say: Callable[[str], None] = print) -> int:
     changes += _ensure_retention(cfg, admin, say)
     changes += _ensure_continuous_queries(cfg, admin, say)
     changes += _ensure_rp_config(cfg, admin, say)
+    changes += _ensure_clients(cfg, admin, say)
     say(f"{changes} change{'s' if changes != 1 else ''}")
     return changes

@@ -63,26 +63,33 @@ def encode_line(measurement: str, tags: dict[str, str], fields: dict[str, FieldV
     return f"{','.join(parts)} {field_set} {time_ns}"
 
 
-#: A spooled line starting with this marker goes to another retention policy: ``@rp=files <line protocol>``.
-RP_MARKER = "@rp="
+#: A spooled line may start with a route: ``@rp=files;db=client_acme <line protocol>``. It sends the point to another
+#: retention policy (dropped files hold old data) or another database (a client's own) than the sink's.
+ROUTE_MARKER = "@"
+
+Route = tuple[str | None, str | None]  # (retention policy, database); None: the sink's own
 
 
-def with_policy(line: str, retention_policy: str | None) -> str:
-    """Mark a line for a retention policy other than the sink's (file drops: historical data)."""
-    return f"{RP_MARKER}{retention_policy} {line}" if retention_policy else line
+def with_policy(line: str, retention_policy: str | None, database: str | None = None) -> str:
+    """Prefix a line with its route, if it has one."""
+    parts = [f"rp={retention_policy}"] if retention_policy else []
+    if database:
+        parts.append(f"db={database}")
+    return f"{ROUTE_MARKER}{';'.join(parts)} {line}" if parts else line
 
 
-def routed(lines: Iterable[str]) -> list[tuple[str | None, list[str]]]:
-    """Consecutive lines grouped by their retention policy (None: the sink's own), markers removed."""
-    groups: list[tuple[str | None, list[str]]] = []
+def routed(lines: Iterable[str]) -> list[tuple[Route, list[str]]]:
+    """Consecutive lines grouped by route, the markers removed."""
+    groups: list[tuple[Route, list[str]]] = []
     for raw in lines:
-        rp: str | None = None
+        route: Route = (None, None)
         line = raw
-        if raw.startswith(RP_MARKER):
+        if raw.startswith(ROUTE_MARKER):
             marker, _, line = raw.partition(" ")
-            rp = marker.removeprefix(RP_MARKER)
-        if groups and groups[-1][0] == rp:
+            items = dict(kv.split("=", 1) for kv in marker[1:].split(";") if "=" in kv)
+            route = (items.get("rp"), items.get("db"))
+        if groups and groups[-1][0] == route:
             groups[-1][1].append(line)
         else:
-            groups.append((rp, [line]))
+            groups.append((route, [line]))
     return groups

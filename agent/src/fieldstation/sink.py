@@ -54,8 +54,8 @@ class InfluxWriter:
             self._headers["Authorization"] = f"Basic {basic}"
         self._conn: http.client.HTTPConnection | None = None
 
-    def _path_for(self, retention_policy: str | None) -> str:
-        params = {"db": self.settings.database, "precision": "ns"}
+    def _path_for(self, retention_policy: str | None, database: str | None = None) -> str:
+        params = {"db": database or self.settings.database, "precision": "ns"}
         if retention_policy:
             params["rp"] = retention_policy
         return f"{self._base}/write?{urllib.parse.urlencode(params)}"
@@ -77,9 +77,14 @@ class InfluxWriter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def write(self, body: bytes, retention_policy: str | None = None) -> None:
-        """POST ``body``; ``retention_policy`` overrides the sink's own (``rp=``) for this request."""
-        path = self._path if retention_policy is None else self._path_for(retention_policy)
+    def write(self, body: bytes, retention_policy: str | None = None, database: str | None = None) -> None:
+        """POST ``body``; ``retention_policy`` and ``database`` override the sink's own for this request."""
+        routed_elsewhere = retention_policy is not None or database is not None
+        path = (
+            self._path_for(retention_policy or self.settings.retention_policy, database)
+            if routed_elsewhere
+            else self._path
+        )
         try:
             conn = self._connection()
             conn.request("POST", path, body=body, headers=self._headers)
@@ -132,10 +137,11 @@ class SinkWorker:
         if not rows:
             return 0
         try:
-            for rp, lines in routed(line for _, line in rows):
-                # A sink with its own retention policy (a central server's) takes everything there; the local
-                # InfluxDB follows the lines' policies (dropped files go to `files`).
-                self.writer.write("\n".join(lines).encode(), None if self.settings.retention_policy else rp)
+            for (rp, db), lines in routed(line for _, line in rows):
+                # A sink with its own retention policy and database (a central server's) takes everything there;
+                # the local InfluxDB follows the lines' routes (dropped files to `files`, a client's to its own).
+                central = self.settings.retention_policy is not None
+                self.writer.write("\n".join(lines).encode(), None if central else rp, None if central else db)
         except WriteError as exc:
             if exc.too_large and self._batch > 1:
                 self._batch = max(1, self._batch // 2)

@@ -207,3 +207,17 @@ def test_a_parser_that_breaks_rejects_the_file_instead_of_retrying_it(tmp_path: 
     (report,) = scan_until(box, 1)
     assert report.result == "rejected" and report.reason == "KeyError: 'unexpected column'"
     assert box.scan() == [] and not list((tmp_path / "inbox").rglob("*.tsv"))
+
+
+def test_isolated_clients_write_into_their_own_database_and_unknown_ones_are_rejected(tmp_path: Path) -> None:
+    sink = Sink()
+    ingest = settings(tmp_path).model_copy(update={"client_databases": {"acme": "client_acme"}})
+    box = Inbox(ingest, sink)
+    drop(tmp_path / "inbox", V003, "mv2/acme/winter/02001311/a.tsv")
+    drop(tmp_path / "inbox", V003, "mv2/stranger/winter/02001311/b.tsv")
+    reports = {r.file: r for r in scan_until(box, 2)}
+    assert reports["mv2/acme/winter/02001311/a.tsv"].result == "ingested"
+    assert reports["mv2/stranger/winter/02001311/b.tsv"].reason == (
+        "client 'stranger' has no database of its own (inventory: influxdb_clients)"
+    )
+    assert sink.lines and all(line.startswith("@rp=files;db=client_acme mv2,") for line in sink.lines)

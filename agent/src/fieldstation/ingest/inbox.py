@@ -78,6 +78,11 @@ class IngestSettings(BaseModel):
         "are kept (a logger's months-long export), so it goes to its own policy; None writes to the sink's.",
     )
     sources: list[SourceSettings] = Field(default_factory=list)
+    client_databases: dict[str, str] = Field(
+        default_factory=dict,
+        description="Client folder → its own InfluxDB database (isolation: a read-only user per client). When set, "
+        "a logger file of a client without a database is rejected.",
+    )
     campaigns_stamp: Path | None = Field(
         None, description="Touched when a file lands in a new folder (fieldstation-grafana.path re-renders)."
     )
@@ -177,15 +182,18 @@ class Inbox:
             if source is None:
                 raise Rejected(f"no source {relpath.parts[0]!r} is configured (agent.toml [ingest] sources)")
             report.parser = source.format
+            database = self._database(source, relpath)
             report.sha256 = sha256_of(path)
-            if report.sha256 in self.ledger.seen:
+            # The same bytes for another client's database are not a duplicate: the ledger keys on both.
+            key = f"{report.sha256}:{database}" if database else report.sha256
+            if key in self.ledger.seen:
                 report.result = "duplicate"
-                report.reason = f"same content as {self.ledger.seen[report.sha256]}: nothing written"
+                report.reason = f"same content as {self.ledger.seen[key]}: nothing written"
                 return self._archive(path, relpath, report)
             ctx = FileContext(relpath=relpath, timezone=self.settings.timezone, options=source.options)
             parser = importlib.import_module(f"fieldstation.ingest.{PARSERS[source.format]}")
             with path.open("rb") as f:
-                self._write(parser.parse(f, ctx, report), report)
+                self._write(parser.parse(f, ctx, report), report, database)
             if report.points == 0:
                 raise Rejected(f"no usable rows ({report.rows_read} read, {report.skipped.total()} skipped)")
         except Rejected as exc:
@@ -196,7 +204,7 @@ class Inbox:
         ) as exc:  # a parser's bug or an unreadable file: rejected with its reason, never retried forever
             report.result, report.reason = "rejected", (f"{type(exc).__name__}: {exc}".splitlines() or ["?"])[0]
             return self._reject(path, relpath, report)
-        self.ledger.add(report.sha256, str(relpath))
+        self.ledger.add(key, str(relpath))
         new_folder = not (self.settings.archive / relpath).parent.exists()
         archived = self._archive(path, relpath, report)
         if new_folder and self.settings.campaigns_stamp is not None:
@@ -205,11 +213,21 @@ class Inbox:
                 self.settings.campaigns_stamp.touch()
         return archived
 
-    def _write(self, readings: Iterator[Reading], report: Report) -> None:
+    def _database(self, source: SourceSettings, relpath: PurePosixPath) -> str | None:
+        """A client's own database, when clients are isolated (mv2 sources: inbox/<source>/<client>/...)."""
+        if source.format != "mv2" or not self.settings.client_databases:
+            return None
+        client = relpath.parts[1] if len(relpath.parts) > 2 else ""
+        database = self.settings.client_databases.get(client)
+        if database is None:
+            raise Rejected(f"client {client!r} has no database of its own (inventory: influxdb_clients)")
+        return database
+
+    def _write(self, readings: Iterator[Reading], report: Report, database: str | None = None) -> None:
         batch: list[str] = []
         first = last = None
         for r in readings:
-            batch.append(with_policy(r.to_line(), self.settings.retention_policy))
+            batch.append(with_policy(r.to_line(), self.settings.retention_policy, database))
             first = r.time_ns if first is None else min(first, r.time_ns)
             last = r.time_ns if last is None else max(last, r.time_ns)
             if len(batch) >= BATCH:
