@@ -307,17 +307,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     sensors = load_sensors(args.config or EXAMPLE_CONFIG)
     influx = LocalInfluxd().start()
     work = Path(tempfile.mkdtemp(prefix="fieldstation-demo-"))
-    # The example's Arduino and HTTP entries read simulated devices on their default ports.
-    station: Station | None = Station(work / "sim", modbus=False)  # the example's meters are commented out
-    try:
-        assert station is not None
-        station.start()
-    except (OSError, RuntimeError) as exc:  # a port in use: pymodbus says RuntimeError, socketserver OSError
-        print(f"simulators not started ({exc}): the Arduino and HTTP sensors will report errors", flush=True)
-        if station is not None:
+    station: Station | None = None
+    try:  # everything after influxd started: whatever fails, it is stopped and the work directory removed
+        # The example's Arduino and HTTP entries read simulated devices on their default ports.
+        station = Station(work / "sim", modbus=False)  # the example's meters are commented out
+        try:
+            station.start()
+        except (OSError, RuntimeError) as exc:  # a port in use: pymodbus says RuntimeError, socketserver OSError
+            print(f"simulators not started ({exc}): the Arduino and HTTP sensors will report errors", flush=True)
             station.stop()
-        station = None
-    try:
+            station = None
         influx.query("CREATE DATABASE fieldstation")
         settings = AgentSettings(
             config=Path(args.config or EXAMPLE_CONFIG),
