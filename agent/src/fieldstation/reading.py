@@ -7,6 +7,7 @@ definition (https://docs.influxdata.com/influxdb/v1/write_protocols/line_protoco
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Iterable
@@ -16,6 +17,17 @@ FieldValue = float | int | bool | str
 
 _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n"})
 _TAG_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\=", "\n": r"\n"})
+
+
+@functools.lru_cache(maxsize=8192)
+def _tag(text: str) -> str:
+    """A tag key or value, escaped. Cached: the same sensor, unit and field names repeat on every line."""
+    return text.translate(_TAG_ESCAPES)
+
+
+@functools.lru_cache(maxsize=1024)
+def _measurement(text: str) -> str:
+    return text.translate(_MEASUREMENT_ESCAPES)
 
 
 def now_ns() -> int:
@@ -52,14 +64,14 @@ def _field(value: FieldValue) -> str:
 def encode_line(measurement: str, tags: dict[str, str], fields: dict[str, FieldValue], time_ns: int) -> str:
     if not fields:
         raise ValueError(f"reading for {measurement!r} has no fields")
-    parts = [measurement.translate(_MEASUREMENT_ESCAPES)]
+    parts = [_measurement(measurement)]
     # Sorted tags are what InfluxDB recommends for write performance, and make output deterministic.
     for key in sorted(tags):
         value = tags[key]
         if value == "":
             continue  # line protocol has no empty tag values
-        parts.append(f"{key.translate(_TAG_ESCAPES)}={value.translate(_TAG_ESCAPES)}")
-    field_set = ",".join(f"{k.translate(_TAG_ESCAPES)}={_field(v)}" for k, v in fields.items())
+        parts.append(f"{_tag(key)}={_tag(value)}")
+    field_set = ",".join(f"{_tag(k)}={_field(v)}" for k, v in fields.items())
     return f"{','.join(parts)} {field_set} {time_ns}"
 
 
