@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 
 from fieldstation.ingest import FileContext, Report, mv2
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"  # copies of the shared fixtures
 DEFAULT = FIXTURES / "powerview/data/0_camp_base/02001283/parsed/T302_02001283_T302_260108_214031.tsv"
 RUNS = 5
 

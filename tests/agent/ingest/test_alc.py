@@ -11,11 +11,10 @@ import pytest
 from fieldstation.ingest import FileContext, Rejected, Report, alc
 from fieldstation.reading import Reading
 
-FIXTURES = Path(__file__).parents[3].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).parents[2] / "fixtures"  # copies of the shared fixtures (tests/fixtures/SOURCES.md)
 POINTS = FIXTURES / "energycomps" / "point-analysis" / "data"
 ALC = POINTS / "alc-point-descriptions" / "faculty-club-and-annex.csv"
 SIEMENS = POINTS / "siemens-point-descriptions"
-pytestmark = pytest.mark.skipif(not POINTS.is_dir(), reason=f"shared fixtures not found at {POINTS}")
 DAY_NS = 86_400 * 10**9
 
 

@@ -13,9 +13,8 @@ import pytest
 from fieldstation.ingest import FileContext, Rejected, Report, generic_csv
 from fieldstation.reading import Reading
 
-FIXTURES = Path(__file__).parents[3].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).parents[2] / "fixtures"  # copies of the shared fixtures (tests/fixtures/SOURCES.md)
 ARDUINO = FIXTURES / "expmonitor" / "exp_surv_test.csv"
-needs_fixtures = pytest.mark.skipif(not ARDUINO.is_file(), reason=f"shared fixtures not found at {ARDUINO.parent}")
 
 #: The lab's 12 analog inputs, 0–3.3 V, logged in Paris in September 2020 (the file's times carry no year).
 ARDUINO_MAPPING: dict[str, Any] = {
@@ -35,9 +34,6 @@ def parse_bytes(data: bytes, options: dict[str, Any], tz: str = "UTC") -> tuple[
 
 def utc(text: str) -> int:
     return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()) * 10**9
-
-
-@needs_fixtures
 def test_the_arduino_log() -> None:
     readings, report = parse_bytes(ARDUINO.read_bytes(), ARDUINO_MAPPING)
     # Recount with plain splits: rows after the header, "-" cells, rows with at least one number.
@@ -54,9 +50,6 @@ def test_the_arduino_log() -> None:
     assert first.to_line() == "lab_analog,sensor=lab,site=lab,unit=V ain0=1.309,ain1=0.83 1600786647000000000"
     full = readings[14]  # 09/22 17:35:00, all twelve inputs
     assert full.fields == {f"ain{i}": float(v) for i, v in enumerate(rows[14][1:])}
-
-
-@needs_fixtures
 def test_the_parser_is_lazy_and_leaves_the_stream_open() -> None:
     with ARDUINO.open("rb") as f:
         readings = generic_csv.parse(f, FileContext(PurePosixPath("lab/x.csv"), options=ARDUINO_MAPPING), Report())

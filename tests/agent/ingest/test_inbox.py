@@ -16,10 +16,9 @@ from fieldstation.ingest import FileContext, Report
 from fieldstation.ingest.inbox import PARSERS, Inbox, IngestSettings, SourceSettings
 from harness.agent import running_agent, settings_for, wait_for
 
-FIXTURES = Path(__file__).parents[3].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).parents[2] / "fixtures"  # copies of the shared fixtures (tests/fixtures/SOURCES.md)
 POWERVIEW = FIXTURES / "powerview" / "data"
 SIEMENS = FIXTURES / "energycomps" / "value-pipeline" / "tests" / "EvansTestFile.csv"
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"the shared fixtures are not at {FIXTURES}")
 
 V003 = POWERVIEW / "format_v003" / "02001311" / "T302_260122_162658_UTC.tsv"
 T202 = POWERVIEW / "0_camp_base" / "02001283" / "error" / "T202_251022_121951.tsv"

@@ -15,9 +15,8 @@ import pytest
 from fieldstation.ingest import FileContext, Rejected, Report, mv2
 from fieldstation.reading import Reading
 
-FIXTURES = Path(__file__).parents[3].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).parents[2] / "fixtures"  # copies of the shared fixtures (tests/fixtures/SOURCES.md)
 DATA = FIXTURES / "powerview" / "data"
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared fixtures not found at {DATA}")
 
 CONCAT = "0_camp_base/02001283/parsed/T302_02001283_T302_260108_214031.tsv"
 TZ = "Europe/Paris"  # where the loggers are (the V003 headers say so)

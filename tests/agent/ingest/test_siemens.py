@@ -15,9 +15,8 @@ import pytest
 from fieldstation.ingest import FileContext, Rejected, Report, siemens
 from fieldstation.reading import Reading
 
-FIXTURES = Path(__file__).parents[3].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).parents[2] / "fixtures"  # copies of the shared fixtures (tests/fixtures/SOURCES.md)
 EVANS = FIXTURES / "energycomps" / "value-pipeline" / "tests" / "EvansTestFile.csv"
-needs_fixtures = pytest.mark.skipif(not EVANS.is_file(), reason=f"shared fixtures not found at {EVANS.parent}")
 TZ = "America/Chicago"  # Carleton College, Northfield MN
 
 
@@ -44,9 +43,6 @@ def report_text(rows: list[str], points: tuple[str, ...] = ("AHU1.SAT", "AHU1.FA
     cols = ",".join(f"Point_{i}" for i in range(1, len(points) + 1))
     footer = " ******************************** End of Report *********************************"
     return "\r".join([*head, "Time Interval:,15 Minutes", f"<>Date,Time,{cols}", *rows, footer]).encode()
-
-
-@needs_fixtures
 def test_the_real_report_parses() -> None:
     readings, report = parse_bytes(EVANS.read_bytes())
     assert report.rows_read == 5
@@ -60,9 +56,6 @@ def test_the_real_report_parses() -> None:
     assert [(r.tags["point"], r.fields["value"]) for r in readings if r.time_ns == utc("2018-01-02T09:30:00")] == [
         ("CMC.328.SP", 1.0)
     ]
-
-
-@needs_fixtures
 def test_counts_agree_with_the_raw_text() -> None:
     """Recount with plain splits: CR-separated lines, a header row naming Point_N, data rows after it."""
     lines = EVANS.read_bytes().decode("utf-8-sig").split("\r")
@@ -81,9 +74,6 @@ def test_counts_agree_with_the_raw_text() -> None:
         (p, {"ON": 1.0, "OFF": 0.0}.get(v) if v in ("ON", "OFF") else float(v)) for p, v in cells if v != "No Data"
     ]
     assert [(r.tags["point"], r.fields["value"]) for r in readings] == expected
-
-
-@needs_fixtures
 @pytest.mark.parametrize(
     "dialect",
     [
@@ -99,9 +89,6 @@ def test_both_dialects_give_identical_readings(dialect: Any) -> None:
     b, report_b = parse_bytes(converted)
     assert [r.to_line() for r in a] == [r.to_line() for r in b]
     assert (report_a.rows_read, report_a.skipped) == (report_b.rows_read, report_b.skipped)
-
-
-@needs_fixtures
 def test_the_parser_is_lazy() -> None:
     with EVANS.open("rb") as f:
         readings = siemens.parse(f, FileContext(PurePosixPath("siemens/x.csv"), timezone=TZ), Report())

@@ -16,10 +16,9 @@ from pydantic import SecretStr
 from fieldstation.ingest.inbox import Inbox, IngestSettings, SourceSettings
 from fieldstation.ingest.upload import serve
 
-FIXTURES = Path(__file__).parents[3].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).parents[2] / "fixtures"  # copies of the shared fixtures (tests/fixtures/SOURCES.md)
 SIEMENS = FIXTURES / "energycomps" / "value-pipeline" / "tests" / "EvansTestFile.csv"
 TOKEN = "s3cret-upload-token"
-pytestmark = pytest.mark.skipif(not SIEMENS.exists(), reason=f"the shared fixtures are not at {FIXTURES}")
 
 
 class Endpoint:
