@@ -92,3 +92,29 @@ def start_agent_process(settings_file: Path, log: Path, env: dict[str, str] | No
             stderr=out,
             env={**os.environ, **(env or {})},
         )
+
+
+class Recorder:
+    """An ``emit`` for a Scheduler under test: keeps every reading, safe to read while the scheduler runs."""
+
+    def __init__(self) -> None:
+        self.readings: list[Reading] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, readings: list[Reading]) -> None:
+        with self.lock:
+            self.readings.extend(readings)
+
+    def of(self, sensor: str) -> list[Reading]:
+        with self.lock:
+            return [r for r in self.readings if r.tags["sensor"] == sensor]
+
+    def with_field(self, name: str) -> list[Reading]:
+        with self.lock:
+            return [r for r in self.readings if name in r.fields]
+
+    def statuses(self) -> list[str]:
+        """The UPS statuses seen, transitions only."""
+        with self.lock:
+            seen = [str(r.fields["status"]) for r in self.readings if "status" in r.fields]
+        return [s for i, s in enumerate(seen) if i == 0 or seen[i - 1] != s]

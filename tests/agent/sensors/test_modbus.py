@@ -4,18 +4,17 @@ meters, in RTU frames over socat pty pairs and over TCP."""
 from __future__ import annotations
 
 import re
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from fieldstation import modbus_client
-from fieldstation.reading import Reading
 from fieldstation.scheduler import Scheduler
 from fieldstation.sensor import SensorError
 from fieldstation.sensors.modbus import Modbus, Register, builtin_maps, decode_register, encode_register, load_map, plan
 from fieldstation.simulators import MeterSimulator
+from harness.agent import Recorder
 from harness.modbus import NoisyLine, PtyPair
 
 WE515 = load_map("orno_we515")
@@ -23,19 +22,6 @@ SDM120 = load_map("eastron_sdm120")
 LIVE = {"frequency": 49.98, "voltage": 231.07, "current": 12.345, "active_power": 2850, "power_factor": 0.987}
 COUNTERS = {"active_energy": 123456.78, "active_energy_t1": 100000.01, "reactive_energy": 655.36}
 
-
-class Recorder:
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, readings: list[Reading]) -> None:
-        with self.lock:
-            self.readings.extend(readings)
-
-    def of(self, sensor: str) -> list[Reading]:
-        with self.lock:
-            return [r for r in self.readings if r.tags["sensor"] == sensor]
 
 
 # -- register maps -----------------------------------------------------------------------------------

@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
-from fieldstation.reading import Reading
 from fieldstation.scheduler import Scheduler
 from fieldstation.sensor import SensorError
 from fieldstation.sensors.nut import Nut, decode, events
-from harness.agent import wait_for
+from harness.agent import Recorder, wait_for
 from harness.nut import ONLINE, PASSWORD, USER, Upsd
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, readings: list[Reading]) -> None:
-        with self.lock:
-            self.readings.extend(readings)
-
-    def statuses(self) -> list[str]:
-        with self.lock:
-            seen = [str(r.fields["status"]) for r in self.readings if "status" in r.fields]
-        return [s for i, s in enumerate(seen) if i == 0 or seen[i - 1] != s]  # transitions only
 
 
 def test_outage_transitions_are_each_recorded_while_the_agent_runs(upsd: Upsd) -> None:

@@ -6,14 +6,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from fieldstation.reading import Reading
 from fieldstation.scheduler import Scheduler
 from fieldstation.sensor import SensorError, process
 from fieldstation.sensors.pi import (
@@ -26,7 +24,7 @@ from fieldstation.sensors.pi import (
     parse_stat,
     parse_throttled,
 )
-from harness.agent import wait_for
+from harness.agent import Recorder, wait_for
 
 NO_VCGENCMD = "fieldstation-test-no-such-vcgencmd"
 THROTTLE_FLAGS = {
@@ -40,19 +38,6 @@ THROTTLE_FLAGS = {
     "soft_temp_limit_occurred",
 }
 
-
-class Recorder:
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, readings: list[Reading]) -> None:
-        with self.lock:
-            self.readings.extend(readings)
-
-    def with_field(self, name: str) -> list[Reading]:
-        with self.lock:
-            return [r for r in self.readings if name in r.fields]
 
 
 def write(path: Path, text: str) -> None:
