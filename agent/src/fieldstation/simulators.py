@@ -34,6 +34,25 @@ from fieldstation.sensors.modbus import RegisterMap, encode_register
 logging.getLogger("pymodbus").setLevel(logging.WARNING)
 
 
+def _serve_in_thread(server: Any) -> tuple[Any, threading.Thread]:
+    """A socketserver serving from a thread; server_close joins every handler thread."""
+    server.daemon_threads = False
+    server.block_on_close = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def _stop_thread(server: Any, thread: threading.Thread | None, what: str) -> None:
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+    if thread is not None:
+        thread.join(10)
+        if thread.is_alive():
+            raise RuntimeError(f"{what} did not stop")
+
+
 class _LoopThread:
     """An asyncio loop in a daemon thread, for servers that are async but used from sync code."""
 
@@ -255,23 +274,12 @@ class ArduinoSimulator:
         class Server(socketserver.ThreadingTCPServer):
             allow_reuse_address = True  # a fixed port is usable again at once, as with HTTPServer
 
-        server = Server((self.host, self.port), Handler)
-        server.daemon_threads = False
-        server.block_on_close = True  # server_close joins every handler thread
-        self._server = server
-        self.port = server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
+        self._server, self._thread = _serve_in_thread(Server((self.host, self.port), Handler))
+        self.port = self._server.server_address[1]
 
     def stop(self) -> None:
         self.stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(10)
-            if self._thread.is_alive():
-                raise RuntimeError("the Arduino simulator did not stop")
+        _stop_thread(self._server, self._thread, "the Arduino simulator")
 
 
 # -- HTTP JSON ----------------------------------------------------------------------------------------
@@ -339,23 +347,12 @@ class HttpJsonSimulator:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep test output clean
 
-        httpd = ThreadingHTTPServer((self.host, self.port), Handler)
-        httpd.daemon_threads = False
-        httpd.block_on_close = True  # server_close joins every handler thread
-        self._server = httpd
-        self.port = httpd.server_address[1]
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
+        self._server, self._thread = _serve_in_thread(ThreadingHTTPServer((self.host, self.port), Handler))
+        self.port = self._server.server_address[1]
 
     def stop(self) -> None:
         self.stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(10)
-            if self._thread.is_alive():
-                raise RuntimeError("the HTTP simulator did not stop")
+        _stop_thread(self._server, self._thread, "the HTTP simulator")
 
 
 # -- a whole station ----------------------------------------------------------------------------------
