@@ -386,27 +386,32 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def _admin_commands(sub: Any, settings_help: str) -> None:
     """``influx setup`` and ``grafana render``: what Ansible runs."""
-    influx = sub.add_parser("influx", help="InfluxDB administration.").add_subparsers(
-        dest="influx_command", required=True, metavar="COMMAND"
-    )
-    sp = influx.add_parser(
+
+    def nested(group: str, group_help: str, name: str, fn: Callable[[argparse.Namespace], int], text: str) -> Any:
+        commands = sub.add_parser(group, help=group_help).add_subparsers(
+            dest=f"{group}_command", required=True, metavar="COMMAND"
+        )
+        sp = commands.add_parser(name, help=text, description=text)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    sp = nested(
+        "influx",
+        "InfluxDB administration.",
         "setup",
-        help="Create the database, users, retention policies and continuous queries (idempotent).",
-        description="Create the database, users, retention policies and continuous queries (idempotent).",
+        cmd_influx_setup,
+        "Create the database, users, retention policies and continuous queries (idempotent).",
     )
-    sp.set_defaults(fn=cmd_influx_setup)
     sp.add_argument("--file", type=Path, default=DEFAULT_SETUP, help=f"setup file (default {DEFAULT_SETUP})")
     sp.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait this long for InfluxDB to answer")
 
-    grafana = sub.add_parser("grafana", help="Grafana provisioning.").add_subparsers(
-        dest="grafana_command", required=True, metavar="COMMAND"
-    )
-    sp = grafana.add_parser(
+    sp = nested(
+        "grafana",
+        "Grafana provisioning.",
         "render",
-        help="Write datasource, dashboards and alerting provisioning for config.py (deterministic).",
-        description="Write datasource, dashboards and alerting provisioning for config.py (deterministic).",
+        cmd_grafana_render,
+        "Write datasource, dashboards and alerting provisioning for config.py (deterministic).",
     )
-    sp.set_defaults(fn=cmd_grafana_render)
     sp.add_argument("outdir", type=Path, help="Grafana's provisioning directory, e.g. /etc/grafana/provisioning")
     sp.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"config.py (default {DEFAULT_CONFIG})")
     sp.add_argument("--grafana", type=Path, help="grafana.toml (default /etc/fieldstation/grafana.toml if present)")
