@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import shutil
@@ -31,6 +32,7 @@ from fieldstation.settings import AgentSettings, load_settings
 from fieldstation.spool import SpoolError
 
 EXAMPLE_CONFIG = Path(__file__).with_name("example_config.py")
+FEATURE_COMMANDS: tuple[str, ...] = ()
 EXIT_USAGE = 2
 
 
@@ -471,6 +473,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dir", type=Path, default=Path("fieldstation-sim"), help="where config.py goes")
     sp.add_argument("--free-ports", action="store_true", help="free ports instead of 5020, 5000 and 8089")
     sp.add_argument("--duration", type=float, help="stop after this many seconds")
+
+    # Commands that live with their feature: each module has ``register(sub, settings_help)`` and keeps its
+    # top-level imports light (the heavy ones load when the command runs).
+    for module in FEATURE_COMMANDS:
+        importlib.import_module(module).register(sub, settings_help)
 
     sp = add("demo", cmd_demo, "Run the example config against a throwaway local InfluxDB, printing live readings.")
     sp.add_argument("--config", type=Path, help="another config.py to demo")
