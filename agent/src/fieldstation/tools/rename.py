@@ -41,13 +41,12 @@ def _measurements(t: Target) -> set[str]:
 def _bounds(t: Target, rp: str, measurement: str) -> tuple[int, int] | None:
     """First and last timestamp of the measurement in a policy, or None if it has no points there."""
     out = []
-    for fn in ("first", "last"):
-        # first(*)/last(*) per field: the smallest/largest time over the fields is the measurement's.
-        res = t.influx.query(f"SELECT {fn}(*) FROM {source(t.db, rp, measurement)} GROUP BY *", t.db, epoch="ns")
-        times = [int(v[0]) for r in res for s in r.get("series", []) for v in s.get("values", [])]
-        if not times:
+    for order in ("ASC", "DESC"):
+        q = f"SELECT * FROM {source(t.db, rp, measurement)} ORDER BY time {order} LIMIT 1"  # noqa: S608
+        rows = t.influx.rows(q, t.db, epoch="ns")
+        if not rows:
             return None
-        out.append(min(times) if fn == "first" else max(times))
+        out.append(int(rows[0]["time"]))
     return out[0], out[1]
 
 
