@@ -231,6 +231,31 @@ def cmd_grafana_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grafana_orgs(args: argparse.Namespace) -> int:
+    from fieldstation.grafana.orgs import DEFAULT_ORGS_FILE, OrgsError, OrgsSettings, reload_provisioning, sync
+    from fieldstation.grafana.settings import DEFAULT_GRAFANA_SETTINGS, GrafanaSettings
+    from fieldstation.settings import load_toml
+
+    gs = load_toml(args.grafana or DEFAULT_GRAFANA_SETTINGS, GrafanaSettings)
+    if not gs.organizations:
+        print(f"{args.grafana or DEFAULT_GRAFANA_SETTINGS}: organizations = false: nothing to do", flush=True)
+        return 0
+    path = args.file or DEFAULT_ORGS_FILE
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+    if mode & 0o077:
+        raise ConfigError(f"{path}: readable by others (mode {mode:o}); it holds passwords: make it 0600")
+    settings = load_toml(path, OrgsSettings)
+    try:
+        changes = sync(gs, settings, reset_passwords=args.reset_passwords)
+        if args.reload:
+            reload_provisioning(settings)
+    except OrgsError as exc:
+        print(f"fieldstation grafana orgs: {exc}", file=sys.stderr)
+        return 1
+    print(f"{changes} change{'s' if changes != 1 else ''}", flush=True)
+    return 0
+
+
 def _field_value(text: str) -> bool | int | float | str:
     """``true``/``false`` → bool, ``12i`` or ``12`` → int, ``1.5`` → float, anything else → string."""
     if text in ("true", "false"):
@@ -389,11 +414,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def _admin_commands(sub: Any, settings_help: str) -> None:
     """``influx setup`` and ``grafana render``: what Ansible runs."""
 
+    groups: dict[str, Any] = {}
+
     def nested(group: str, group_help: str, name: str, fn: Callable[[argparse.Namespace], int], text: str) -> Any:
-        commands = sub.add_parser(group, help=group_help).add_subparsers(
-            dest=f"{group}_command", required=True, metavar="COMMAND"
-        )
-        sp = commands.add_parser(name, help=text, description=text)
+        if group not in groups:
+            groups[group] = sub.add_parser(group, help=group_help).add_subparsers(
+                dest=f"{group}_command", required=True, metavar="COMMAND"
+            )
+        sp = groups[group].add_parser(name, help=text, description=text)
         sp.set_defaults(fn=fn)
         return sp
 
@@ -418,6 +446,18 @@ def _admin_commands(sub: Any, settings_help: str) -> None:
     sp.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"config.py (default {DEFAULT_CONFIG})")
     sp.add_argument("--grafana", type=Path, help="grafana.toml (default /etc/fieldstation/grafana.toml if present)")
     sp.add_argument("--settings", type=Path, help=settings_help + "; gives the tariff's currency and time zone")
+
+    sp = nested(
+        "grafana",
+        "Grafana provisioning.",
+        "orgs",
+        cmd_grafana_orgs,
+        "One Grafana organization, team and Viewer logins per client, through Grafana's HTTP API (idempotent).",
+    )
+    sp.add_argument("--file", type=Path, help="grafana-orgs.toml: admin and logins (default /etc/fieldstation/…)")
+    sp.add_argument("--grafana", type=Path, help="grafana.toml (default /etc/fieldstation/grafana.toml)")
+    sp.add_argument("--reset-passwords", action="store_true", help="set every login's password from the file")
+    sp.add_argument("--reload", action="store_true", help="then ask Grafana to re-read its provisioning files")
 
 
 def build_parser() -> argparse.ArgumentParser:

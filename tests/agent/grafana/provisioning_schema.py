@@ -15,6 +15,7 @@ class _S(BaseModel):
 class Datasource(_S):
     name: str
     uid: str = Field(min_length=1, max_length=40)
+    orgId: int = Field(1, ge=1)
     type: Literal["influxdb"]
     access: Literal["proxy"]
     url: str

@@ -6,6 +6,7 @@ OUTDIR mirrors Grafana's provisioning tree (``/etc/grafana/provisioning``)::
     dashboards/fieldstation.yaml           the provider: allowUiUpdates false, files are the truth
     dashboards/fieldstation/*.json         overview, UPS, energy, Raspberry Pi, agent
     dashboards/fieldstation-campaigns/<client>/<campaign>.json   a dashboard per logger campaign (dropped files)
+    dashboards/fieldstation-clients/<client>/<campaign>.json     … of a client with its own organization
     alerting/fieldstation-rules.yaml       limits, stale sensors, UPS, backups
     alerting/fieldstation-contact-points.yaml, -policies.yaml, -templates.yaml
 
@@ -26,15 +27,43 @@ from fieldstation.energy import EnergySettings
 from fieldstation.grafana import alerting, dashboards
 from fieldstation.grafana import campaigns as campaigns_mod
 from fieldstation.grafana.panels import DATASOURCE_UID
-from fieldstation.grafana.settings import GrafanaSettings
+from fieldstation.grafana.settings import Client, GrafanaSettings
 from fieldstation.ingest.inbox import IngestSettings
 from fieldstation.sensor import Sensor
 
 PREFIX = "fieldstation"
 
 
-def datasource_file(gs: GrafanaSettings) -> dict[str, Any]:
+def _client_datasource(gs: GrafanaSettings, client: Client, org_id: int) -> dict[str, Any]:
+    """The client's database through its read-only InfluxDB user, in its organization (or the main one)."""
+    return {
+        "name": f"{client.name} InfluxDB",
+        "uid": client.datasource_uid,
+        "orgId": org_id,
+        "type": "influxdb",
+        "access": "proxy",
+        "url": gs.datasource.url,
+        "isDefault": gs.organizations,  # the only datasource of its organization
+        "editable": False,
+        "user": f"${client.env_prefix}_USER",
+        "jsonData": {"dbName": client.db, "httpMode": "POST", "timeInterval": "10s"},
+        "secureJsonData": {"password": f"${client.env_prefix}_PASSWORD"},
+    }
+
+
+def client_orgs(gs: GrafanaSettings, org_ids: dict[str, int]) -> dict[str, int]:
+    """Client → the organization its datasource and dashboards go to: its own (when organizations are on and
+    ``fieldstation grafana orgs`` has created it), else the main one (1). Clients still waiting for their
+    organization are left out, so nothing of theirs lands in the main organization meanwhile."""
+    if not gs.organizations:
+        return {c.name: 1 for c in gs.clients}
+    return {c.name: org_ids[c.name] for c in gs.clients if c.name in org_ids}
+
+
+def datasource_file(gs: GrafanaSettings, orgs: dict[str, int] | None = None) -> dict[str, Any]:
     ds = gs.datasource
+    orgs = orgs or {}
+    clients = [_client_datasource(gs, c, orgs[c.name]) for c in gs.clients if c.name in orgs]
     return {
         "apiVersion": 1,
         "deleteDatasources": [],
@@ -42,6 +71,7 @@ def datasource_file(gs: GrafanaSettings) -> dict[str, Any]:
             {
                 "name": "Fieldstation InfluxDB",
                 "uid": DATASOURCE_UID,
+                "orgId": 1,
                 "type": "influxdb",
                 "access": "proxy",
                 "url": ds.url,
@@ -51,13 +81,18 @@ def datasource_file(gs: GrafanaSettings) -> dict[str, Any]:
                 "user": f"${ds.user_env}",
                 "jsonData": {"dbName": ds.database, "httpMode": "POST", "timeInterval": "10s"},
                 "secureJsonData": {"password": f"${ds.password_env}"},
-            }
+            },
+            *clients,
         ],
     }
 
 
-def provider_file(gs: GrafanaSettings, with_campaigns: bool = False) -> dict[str, Any]:
+def provider_file(
+    gs: GrafanaSettings, with_campaigns: bool = False, orgs: dict[str, int] | None = None
+) -> dict[str, Any]:
     extra = [campaigns_mod.provider(gs)] if with_campaigns else []
+    if with_campaigns and gs.organizations:
+        extra += [campaigns_mod.client_provider(gs, name, org_id) for name, org_id in sorted((orgs or {}).items())]
     return {
         "apiVersion": 1,
         "providers": [
@@ -81,9 +116,15 @@ def _kind(sensors: list[Sensor], driver: str) -> list[Sensor]:
 
 
 def render_files(
-    sensors: list[Sensor], gs: GrafanaSettings, es: EnergySettings, ingest: IngestSettings | None = None
+    sensors: list[Sensor],
+    gs: GrafanaSettings,
+    es: EnergySettings,
+    ingest: IngestSettings | None = None,
+    org_ids: dict[str, int] | None = None,
 ) -> dict[str, str]:
-    """Relative path → file content, for every file of ours."""
+    """Relative path → file content, for every file of ours. ``org_ids``: what ``fieldstation grafana orgs``
+    recorded (client → organization id)."""
+    orgs = client_orgs(gs, org_ids or {})
     nuts = _kind(sensors, "nut")
     boards = [
         dashboards.overview(sensors, gs),
@@ -93,8 +134,8 @@ def render_files(
         dashboards.agent(gs),
     ]
     out = {
-        f"datasources/{PREFIX}.yaml": _yaml(datasource_file(gs)),
-        f"dashboards/{PREFIX}.yaml": _yaml(provider_file(gs, with_campaigns=ingest is not None)),
+        f"datasources/{PREFIX}.yaml": _yaml(datasource_file(gs, orgs)),
+        f"dashboards/{PREFIX}.yaml": _yaml(provider_file(gs, with_campaigns=ingest is not None, orgs=orgs)),
         f"alerting/{PREFIX}-rules.yaml": _yaml(alerting.rules_file(sensors, nuts, gs)),
         f"alerting/{PREFIX}-contact-points.yaml": _yaml(alerting.contact_points_file(gs)),
         f"alerting/{PREFIX}-policies.yaml": _yaml(alerting.policies_file(sensors, nuts, gs)),
@@ -105,10 +146,10 @@ def render_files(
             out[f"dashboards/{PREFIX}/{board['uid']}.json"] = json.dumps(board, indent=2, sort_keys=True) + "\n"
     policy = ingest.retention_policy if ingest is not None else None
     for _source, client, campaign in campaigns_mod.campaigns(ingest):
+        if gs.client(client) is not None and client not in orgs:
+            continue  # its organization does not exist yet: `fieldstation grafana orgs` first
         board = campaigns_mod.campaign_dashboard(client, campaign, policy, gs)
-        out[f"dashboards/{campaigns_mod.FOLDER}/{client}/{campaign}.json"] = (
-            json.dumps(board, indent=2, sort_keys=True) + "\n"
-        )
+        out[campaigns_mod.dashboard_path(client, campaign, gs)] = json.dumps(board, indent=2, sort_keys=True) + "\n"
     return out
 
 
@@ -129,7 +170,10 @@ def render(
     outdir: Path, sensors: list[Sensor], gs: GrafanaSettings, es: EnergySettings, ingest: IngestSettings | None = None
 ) -> list[str]:
     """Write the files (atomically, only those that changed) and remove stale ones of ours; returns what changed."""
-    files = render_files(sensors, gs, es, ingest)
+    from fieldstation.grafana.orgs import load_state
+
+    org_ids = load_state(gs.orgs_state) if gs.organizations else {}
+    files = render_files(sensors, gs, es, ingest, org_ids)
     changed = []
     for rel, content in sorted(files.items()):
         path = outdir / rel

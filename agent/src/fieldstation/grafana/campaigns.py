@@ -5,8 +5,11 @@ The campaigns are the folders ``archive/<source>/<client>/<campaign>/`` of the s
 campaign; ``fieldstation-grafana.path`` watches it and re-renders. The file provider for these dashboards uses
 ``foldersFromFilesStructure``, so ``<client>/<campaign>.json`` lands in the client's folder.
 
-Isolation between clients (a database, a read-only user and a Grafana organization per client) is not done here:
-every campaign dashboard reads the station's one datasource.
+A client listed in grafana.toml's ``[[clients]]`` (the inventory's ``influxdb_clients``) has its files in a database
+of its own: its dashboards read it through the client's datasource. With ``organizations = true`` the client's
+dashboards move to ``fieldstation-clients/<client>/`` and a provider of their own in the client's Grafana
+organization (:mod:`fieldstation.grafana.orgs` creates it and records its id), so the main organization never
+holds them.
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from fieldstation.grafana import queries as q
-from fieldstation.grafana.panels import Grid, dashboard, table, target, timeseries
+from fieldstation.grafana.panels import DATASOURCE, Grid, dashboard, table, target, timeseries
 from fieldstation.grafana.settings import GrafanaSettings
 from fieldstation.ingest.inbox import IngestSettings
 
 #: Touched by the inbox when a new campaign appears (the agent's StateDirectory).
 CAMPAIGNS_STAMP = Path("/var/lib/fieldstation/campaigns.stamp")
 FOLDER = "fieldstation-campaigns"
+#: Dashboards of clients with an organization of their own, one folder per client.
+CLIENTS_FOLDER = "fieldstation-clients"
 
 
 def campaigns(ingest: IngestSettings | None) -> list[tuple[str, str, str]]:
@@ -47,6 +52,17 @@ def _where(client: str, campaign: str, unit: str) -> str:
     )
 
 
+def _use_datasource(node: Any, uid: str) -> Any:
+    """The dashboard with every reference to the station's datasource pointed at ``uid``."""
+    if isinstance(node, dict):
+        if node == DATASOURCE:
+            return {**DATASOURCE, "uid": uid}
+        return {k: _use_datasource(v, uid) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_use_datasource(v, uid) for v in node]
+    return node
+
+
 def campaign_dashboard(client: str, campaign: str, policy: str | None, gs: GrafanaSettings) -> dict[str, Any]:
     src = f'"{policy}"."mv2"' if policy else '"mv2"'
     grid = Grid()
@@ -63,7 +79,7 @@ def campaign_dashboard(client: str, campaign: str, policy: str | None, gs: Grafa
     )
     grid.add(table("Last value per channel", [target("A", last, table=True)], ""), 24, 8)
     uid = "fs-camp-" + hashlib.sha256(f"{client}/{campaign}".encode()).hexdigest()[:16]
-    return dashboard(
+    board = dashboard(
         uid,
         f"{client} · {campaign}",
         grid.done(),
@@ -71,6 +87,28 @@ def campaign_dashboard(client: str, campaign: str, policy: str | None, gs: Grafa
         timezone=gs.timezone,
         time_from="now-30d",
     )
+    own = gs.client(client)
+    return board if own is None else _use_datasource(board, own.datasource_uid)
+
+
+def dashboard_path(client: str, campaign: str, gs: GrafanaSettings) -> str:
+    """Where the campaign's dashboard goes under the provisioning directory."""
+    own_org = gs.organizations and gs.client(client) is not None
+    return f"dashboards/{CLIENTS_FOLDER if own_org else FOLDER}/{client}/{campaign}.json"
+
+
+def client_provider(gs: GrafanaSettings, client: str, org_id: int) -> dict[str, Any]:
+    """The provider of one client's dashboards, in the client's own organization."""
+    return {
+        "name": f"{CLIENTS_FOLDER}-{client}",
+        "orgId": org_id,
+        "folder": client,
+        "type": "file",
+        "disableDeletion": True,
+        "allowUiUpdates": False,
+        "updateIntervalSeconds": 30,
+        "options": {"path": f"{gs.provisioning_path.rstrip('/')}/dashboards/{CLIENTS_FOLDER}/{client}"},
+    }
 
 
 def provider(gs: GrafanaSettings) -> dict[str, Any]:

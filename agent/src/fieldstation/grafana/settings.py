@@ -71,6 +71,27 @@ class Alerts(_Strict):
     max_mails_per_hour: int = Field(12, ge=1, description="The mail server's limit; the policy must stay under it.")
 
 
+class Client(_Strict):
+    """A client of the file drops with its own InfluxDB database and read-only user (the inventory's
+    ``influxdb_clients``). Its campaign dashboards read that database through a datasource of its own, whose
+    credentials reach Grafana through environment variables like the station's."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="The client folder and its InfluxDB user.")
+    database: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Default: client_<name>.")
+
+    @property
+    def db(self) -> str:
+        return self.database or f"client_{self.name}"
+
+    @property
+    def datasource_uid(self) -> str:
+        return f"fs-client-{self.name}"[:40]
+
+    @property
+    def env_prefix(self) -> str:
+        return f"FIELDSTATION_CLIENT_{self.name.upper()}"
+
+
 class GrafanaSettings(_Strict):
     url: str = Field("http://fieldstation.local:3000", pattern=r"^https?://", description="Links in alert mails.")
     timezone: str = Field("browser", description="Dashboards' time zone.")
@@ -80,13 +101,26 @@ class GrafanaSettings(_Strict):
     datasource: Datasource = Field(default_factory=Datasource)
     alerts: Alerts = Field(default_factory=Alerts)
     ups: list[Ups] = Field(default_factory=list)
+    clients: list[Client] = Field(default_factory=list)
+    organizations: bool = Field(
+        False,
+        description="One Grafana organization per client (created by `fieldstation grafana orgs`), holding only "
+        "that client's datasource and dashboards. Off: the clients' folders live in the main organization.",
+    )
+    orgs_state: Path = Field(
+        Path("/var/lib/fieldstation/grafana-orgs.json"),
+        description="Client → organization id, written by `fieldstation grafana orgs`, read by the render.",
+    )
 
     @model_validator(mode="after")
-    def _ups_unique(self) -> GrafanaSettings:
-        names = [u.sensor for u in self.ups]
-        if len(set(names)) != len(names):
-            raise ValueError("ups: each sensor may appear once")
+    def _unique(self) -> GrafanaSettings:
+        for what, names in (("ups", [u.sensor for u in self.ups]), ("clients", [c.name for c in self.clients])):
+            if len(set(names)) != len(names):
+                raise ValueError(f"{what}: each {'sensor' if what == 'ups' else 'name'} may appear once")
         return self
+
+    def client(self, name: str) -> Client | None:
+        return next((c for c in self.clients if c.name == name), None)
 
     def ups_for(self, sensor: str) -> Ups:
         return next((u for u in self.ups if u.sensor == sensor), Ups(sensor=sensor))
