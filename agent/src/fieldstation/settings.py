@@ -11,13 +11,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from fieldstation.energy import EnergySettings
 from fieldstation.ingest.inbox import IngestSettings
 from fieldstation.loader import ConfigError
 
 DEFAULT_SETTINGS = Path("/etc/fieldstation/agent.toml")
+DEFAULT_BACKUP_SETTINGS = Path("/etc/fieldstation/backup.toml")
 M = TypeVar("M", bound=BaseModel)
 STATE_DIR = Path("/var/lib/fieldstation")
 
@@ -55,6 +56,45 @@ class SpoolSettings(_Strict):
     commit_interval: float = Field(
         0.5, gt=0, le=10, description="Seconds between spool commits: at most this much is unacknowledged."
     )
+
+
+class BackupSettings(_Strict):
+    """``/etc/fieldstation/backup.toml`` (role backup): what ``fieldstation backup`` takes and where it goes."""
+
+    share: str = Field(
+        pattern=r"^//[^/\s]+/[^/\s]+(/[^/\s]+)*/?$", description="//server/share[/folder]; backups go under <hostname>/."
+    )
+    port: int = Field(445, ge=1, le=65535, description="The NAS's SMB port.")
+    credentials: Path = Field(
+        Path("/etc/fieldstation/backup.credentials"), description="username=/password= file from the vault, 0600."
+    )
+    timeout: float = Field(15.0, gt=0, le=300, description="Seconds to wait for the NAS before giving up.")
+    keep_last: int = Field(7, ge=0, description="Keep the newest N backups (0: by age only).")
+    keep_days: int = Field(14, ge=0, description="Keep backups younger than N days (0: by count only).")
+    influx_setup: Path = Field(
+        Path("/etc/fieldstation/influx-setup.toml"),
+        description="InfluxDB's URL and admin login (re-applied after a restore); absent: influx_url without auth.",
+    )
+    influx_url: str = Field("http://127.0.0.1:8086", pattern=r"^https?://", description="Used without influx_setup.")
+    influx_rpc: str = Field("127.0.0.1:8088", description="influxd's backup port: unauthenticated, loopback only.")
+    grafana_db: Path = Field(Path("/var/lib/grafana/grafana.db"), description="Grafana's SQLite database.")
+    configs: dict[str, Path] = Field(
+        default_factory=lambda: {
+            "fieldstation": Path("/etc/fieldstation"),
+            "nut": Path("/etc/nut"),
+            "grafana": Path("/etc/grafana"),
+        },
+        description="Folders archived as configs/<name>.tar.gz and put back by a restore.",
+    )
+    work_dir: Path = Field(Path("/var/tmp/fieldstation-backup"), description="Local staging (the data drive).")
+    sd_device: Path = Field(Path("/dev/mmcblk0"), description="The card read by --sd-image.")
+    verify_max_age_h: float = Field(30.0, gt=0, description="The drill fails when the latest backup is older.")
+
+    @model_validator(mode="after")
+    def _some_rotation(self) -> BackupSettings:
+        if not self.keep_last and not self.keep_days:
+            raise ValueError("set keep_last, keep_days or both: nothing would ever be deleted")
+        return self
 
 
 class AgentSettings(_Strict):

@@ -1,0 +1,134 @@
+"""``fieldstation backup [--sd-image]``, ``fieldstation backup verify`` and ``fieldstation restore [BACKUP]``.
+
+Each backup and each drill, good or failed, leaves one reading in the agent's spool: measurement
+``fieldstation_backup``, tag ``kind`` = ``backup`` | ``restore_drill``, fields ``ok``, ``bytes``, ``duration_s``
+(what the agent dashboard and the "no good backup" alert read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fieldstation.settings import DEFAULT_BACKUP_SETTINGS
+
+MEASUREMENT = "fieldstation_backup"
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def record(agent_settings: Path | None, kind: str, *, ok: bool, size: int, duration_s: float) -> None:
+    """The same path as ``fieldstation record``: one line protocol point appended to the spool."""
+    from fieldstation.reading import encode_line
+    from fieldstation.settings import load_settings
+    from fieldstation.spool import Spool
+
+    settings = load_settings(agent_settings)
+    line = encode_line(MEASUREMENT, {"kind": kind}, {"ok": ok, "bytes": size, "duration_s": round(duration_s, 3)},
+                       time.time_ns())
+    spool = Spool(settings.spool.path, max_bytes=settings.spool.max_bytes, sinks=[s.name for s in settings.sinks])
+    try:
+        spool.append([line])
+    finally:
+        spool.close()
+
+
+def _run(args: argparse.Namespace, kind: str, fn: Any) -> int:
+    """Run a job, print one line on failure, and record its reading either way."""
+    from fieldstation.backup.influx import BackupError
+    from fieldstation.backup.share import ShareError
+    from fieldstation.influxql import InfluxError
+    from fieldstation.loader import ConfigError
+    from fieldstation.settings import BackupSettings, load_toml
+    from fieldstation.spool import SpoolError
+
+    start = time.monotonic()
+    ok, size, rc = False, 0, 1
+    try:
+        settings = load_toml(args.settings, BackupSettings)
+        ok, size = fn(settings)
+        rc = 0 if ok else 1
+    except (BackupError, ShareError, InfluxError, ConfigError) as exc:
+        print(f"fieldstation {args.command}: {exc}", file=sys.stderr)
+    if not args.no_record:
+        try:
+            record(args.agent_settings, kind, ok=ok, size=size, duration_s=time.monotonic() - start)
+        except (ConfigError, SpoolError, OSError) as exc:
+            print(f"fieldstation {args.command}: result not recorded: {exc}", file=sys.stderr)
+    return rc
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    if args.backup_command == "verify":
+        return cmd_verify(args)
+    from fieldstation.backup.backup import run_backup
+
+    def job(settings: Any) -> tuple[bool, int]:
+        sd = None
+        if args.sd_image is not None:
+            sd = Path(args.sd_image) if args.sd_image else settings.sd_device
+        result = run_backup(settings, sd_image=sd, say=_say)
+        return True, result.bytes
+
+    return _run(args, "backup", job)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from fieldstation.backup.verify import run_verify
+
+    def job(settings: Any) -> tuple[bool, int]:
+        drill = run_verify(settings, host=args.host, say=_say)
+        return drill.ok, drill.bytes
+
+    return _run(args, "restore_drill", job)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from fieldstation.backup.influx import BackupError
+    from fieldstation.backup.restore import run_restore
+    from fieldstation.backup.share import ShareError
+    from fieldstation.influxql import InfluxError
+    from fieldstation.settings import BackupSettings, load_toml
+
+    settings = load_toml(args.settings, BackupSettings)
+    try:
+        run_restore(settings, args.backup, host=args.host, say=_say)
+    except (BackupError, ShareError, InfluxError) as exc:
+        print(f"fieldstation restore: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _common(sp: argparse.ArgumentParser, settings_help: str) -> None:
+    sp.add_argument("--settings", type=Path, default=DEFAULT_BACKUP_SETTINGS,
+                    help=f"backup settings (default {DEFAULT_BACKUP_SETTINGS})")
+    sp.add_argument("--host", help="whose backups (default this host's name)")
+
+
+def register(sub: Any, settings_help: str) -> None:
+    sp = sub.add_parser("backup", help="Back up InfluxDB, Grafana and the configs to the SMB share, then rotate.",
+                        description="Back up InfluxDB, Grafana and the configs to the SMB share, then rotate.")
+    _common(sp, settings_help)
+    sp.add_argument("--sd-image", nargs="?", const="", metavar="DEVICE",
+                    help="also stream a gzip of the whole SD card (default: sd_device of the settings)")
+    sp.add_argument("--agent-settings", type=Path, help=settings_help + "; its spool gets the result reading")
+    sp.add_argument("--no-record", action="store_true", help="do not record the result in the spool")
+    sp.set_defaults(fn=cmd_backup, backup_command=None)
+    verbs = sp.add_subparsers(dest="backup_command", metavar="COMMAND")
+    text = "The restore drill: restore the latest backup into scratch databases and compare with the live ones."
+    vp = verbs.add_parser("verify", help=text, description=text)
+    _common(vp, settings_help)
+    vp.add_argument("--agent-settings", type=Path, help=settings_help + "; its spool gets the result reading")
+    vp.add_argument("--no-record", action="store_true", help="do not record the result in the spool")
+    vp.set_defaults(fn=cmd_backup)
+
+    text = "Restore InfluxDB, Grafana and the configs from a backup on the share (default the latest)."
+    rp = sub.add_parser("restore", help=text, description=text)
+    rp.add_argument("backup", nargs="?", help="the backup's name (a UTC stamp like 20260130T021500Z) or 'latest'")
+    _common(rp, settings_help)
+    rp.set_defaults(fn=cmd_restore)

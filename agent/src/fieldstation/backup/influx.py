@@ -1,0 +1,123 @@
+"""InfluxDB's side of a backup: ``influxd backup -portable`` / ``influxd restore -portable`` over the loopback backup
+port, and a census of what a database holds (field counts and last timestamp per measurement, per policy)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fieldstation.influxql import Influx, InfluxError
+
+#: census[database][policy][measurement] = {"counts": {field: n}, "last": ns}
+Census = dict[str, dict[str, dict[str, dict[str, Any]]]]
+SYSTEM_DATABASES = ("_internal",)
+
+
+class BackupError(Exception):
+    """A backup, restore or drill step failed; one line."""
+
+
+@dataclass
+class InfluxTarget:
+    url: str
+    auth: tuple[str, str] | None
+    rpc: str
+
+    @property
+    def client(self) -> Influx:
+        return Influx(self.url, self.auth)
+
+
+def _influxd(*args: str, what: str) -> str:
+    binary = shutil.which("influxd")
+    if binary is None:
+        raise BackupError(f"{what}: influxd not found (apt-get install influxdb)")
+    proc = subprocess.run([binary, *args], capture_output=True, text=True, timeout=6 * 3600, check=False)
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+        raise BackupError(f"{what}: influxd {args[0]} exited with {proc.returncode}: {lines[-1] if lines else ''}")
+    return proc.stdout + proc.stderr
+
+
+def influxd_version() -> str:
+    return _influxd("version", what="influxd version").strip()
+
+
+def backup(target: InfluxTarget, dest: Path) -> None:
+    """An online portable backup of every database (the running server keeps taking writes)."""
+    _influxd("backup", "-portable", "-host", target.rpc, str(dest), what=f"InfluxDB backup from {target.rpc}")
+
+
+def restore(target: InfluxTarget, src: Path, db: str, newdb: str) -> None:
+    _influxd("restore", "-portable", "-host", target.rpc, "-db", db, "-newdb", newdb, str(src),
+             what=f"InfluxDB restore of {db} as {newdb} via {target.rpc}")
+
+
+def databases(influx: Influx) -> list[str]:
+    names = [str(r["name"]) for res in influx.query("SHOW DATABASES") for s in res.get("series", [])
+             for r in (dict(zip(s["columns"], v, strict=True)) for v in s.get("values", []))]
+    return [n for n in names if n not in SYSTEM_DATABASES]
+
+
+def policies(influx: Influx, db: str) -> list[str]:
+    out = []
+    for res in influx.query(f'SHOW RETENTION POLICIES ON "{db}"'):
+        for s in res.get("series", []):
+            out.extend(str(v[s["columns"].index("name")]) for v in s.get("values", []))
+    return out
+
+
+def _series(influx: Influx, q: str, db: str) -> list[dict[str, Any]]:
+    return [s for res in influx.query(q, db, epoch="ns") for s in res.get("series", [])]
+
+
+def census(influx: Influx, db: str, until_ns: int, since: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+    """Per policy and measurement: each field's count and the last timestamp, for points at or before ``until_ns``.
+
+    ``since[policy][measurement]`` (ns) counts only from there: the live database may have dropped old shards to its
+    retention policy since the backup was taken.
+    """
+    out: dict[str, Any] = {}
+    for rp in policies(influx, db):
+        counts: dict[str, dict[str, int]] = {}
+        last: dict[str, int] = {}
+        lows = (since or {}).get(rp)
+        if lows is None:
+            q = f'SELECT count(*) FROM "{db}"."{rp}"./.*/ WHERE time <= {until_ns}'  # noqa: S608 -- names from InfluxDB
+            for s in _series(influx, q, db):
+                counts[s["name"]] = {c.removeprefix("count_"): int(v) for c, v in zip(s["columns"][1:], s["values"][0][1:],
+                                     strict=True) if v}
+        else:
+            for m, low in lows.items():
+                q = f'SELECT count(*) FROM "{db}"."{rp}"."{m}" WHERE time >= {low} AND time <= {until_ns}'  # noqa: S608
+                for s in _series(influx, q, db):
+                    counts[s["name"]] = {c.removeprefix("count_"): int(v) for c, v in
+                                         zip(s["columns"][1:], s["values"][0][1:], strict=True) if v}
+        q = f'SELECT * FROM "{db}"."{rp}"./.*/ WHERE time <= {until_ns} ORDER BY time DESC LIMIT 1'  # noqa: S608
+        for s in _series(influx, q, db):
+            last[s["name"]] = int(s["values"][0][0])
+        out[rp] = {m: {"counts": counts.get(m, {}), "last": last.get(m)} for m in sorted(set(counts) | set(last))}
+    return out
+
+
+def first_times(influx: Influx, db: str) -> dict[str, dict[str, int]]:
+    """The oldest point's time per policy and measurement."""
+    out: dict[str, dict[str, int]] = {}
+    for rp in policies(influx, db):
+        q = f'SELECT * FROM "{db}"."{rp}"./.*/ ORDER BY time ASC LIMIT 1'  # noqa: S608 -- names from InfluxDB
+        out[rp] = {s["name"]: int(s["values"][0][0]) for s in _series(influx, q, db)}
+    return out
+
+
+def drop(influx: Influx, db: str) -> None:
+    influx.query(f'DROP DATABASE "{db}"')
+
+
+__all__ = ["BackupError", "Census", "InfluxError", "InfluxTarget"]
+
+
+def backup_db(target: InfluxTarget, db: str, dest: Path) -> None:
+    _influxd("backup", "-portable", "-host", target.rpc, "-db", db, str(dest), what=f"InfluxDB backup of {db}")

@@ -1,0 +1,169 @@
+"""``fieldstation restore [BACKUP]``: fetch a backup, check every checksum, then put InfluxDB, Grafana and the
+configs back.
+
+InfluxDB 1.x cannot rename a database, so "restore into a new name, then swap" is: restore each database as
+``<db>_restore`` (proving the files restore), keep a local portable backup of the live database, drop the live
+one, restore again under its own name, drop ``<db>_restore``. Retention policies come back with the data; users,
+grants and continuous queries are re-applied from influx-setup.toml when it exists (as ``fieldstation influx
+setup`` does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fieldstation.backup import influx
+from fieldstation.backup.backup import (
+    MANIFEST,
+    SD_IMAGE,
+    STAMP,
+    Progress,
+    complete_backups,
+    hostname,
+    influx_target,
+    open_share,
+    sha256,
+)
+from fieldstation.backup.influx import BackupError, InfluxTarget
+from fieldstation.backup.share import Share
+from fieldstation.settings import BackupSettings
+
+
+def resolve(share: Share, host: str, name: str | None) -> str:
+    """``None`` or ``latest``: the newest complete backup of ``host``."""
+    names = complete_backups(share, host)
+    if not names:
+        raise BackupError(f"{share.url}/{host}: no complete backup")
+    if name in (None, "latest"):
+        return names[-1]
+    if name not in names:
+        raise BackupError(f"{share.url}/{host}/{name}: no such complete backup (have {names[0]} … {names[-1]})")
+    return name
+
+
+def fetch(share: Share, folder: str, dest: Path, say: Callable[[str], None], *, sd_image: bool = False) -> dict[str, Any]:
+    """Download a backup (the SD-card image only if asked) and check every checksum; returns the manifest."""
+    try:
+        manifest: dict[str, Any] = json.loads(share.read_bytes(f"{folder}/{MANIFEST}"))
+        files: dict[str, dict[str, Any]] = manifest["files"]
+    except (ValueError, KeyError, TypeError):
+        raise BackupError(f"{share.url}/{folder}/{MANIFEST}: not a Fieldstation manifest") from None
+    wanted = {rel: f for rel, f in files.items() if sd_image or rel != SD_IMAGE}
+    progress = Progress("download", sum(int(f["bytes"]) for f in wanted.values()), say)
+    bad = []
+    for rel, meta in sorted(wanted.items()):
+        local = dest / rel
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with local.open("wb") as out:
+            share.get(f"{folder}/{rel}", out, progress)
+        if sha256(local) != meta["sha256"]:
+            bad.append(rel)
+    progress.show()
+    if bad:
+        raise BackupError(f"{share.url}/{folder}: checksum mismatch in {', '.join(bad)}")
+    say(f"checksums: {len(wanted)} files match the manifest")
+    return manifest
+
+
+def _systemctl(*args: str) -> bool:
+    if shutil.which("systemctl") is None:
+        return False
+    return subprocess.run(["systemctl", *args], capture_output=True, check=False).returncode == 0
+
+
+def restore_influx(target: InfluxTarget, src: Path, manifest: dict[str, Any], safety: Path,
+                   say: Callable[[str], None]) -> None:
+    client = target.client
+    for db in sorted(manifest["databases"]):
+        staging = f"{db}_restore"
+        live = influx.databases(client)
+        if staging in live:
+            influx.drop(client, staging)
+        influx.restore(target, src, db, staging)
+        say(f"InfluxDB: {db} restored as {staging}")
+        if db in live:
+            influx.backup_db(target, db, safety / db)
+            say(f"InfluxDB: the live {db} saved first to {safety / db}")
+            influx.drop(client, db)
+        influx.restore(target, src, db, db)
+        influx.drop(client, staging)
+        say(f"InfluxDB: {db} swapped in")
+
+
+def reapply_setup(settings: BackupSettings, say: Callable[[str], None]) -> None:
+    if settings.influx_setup.exists():
+        from fieldstation.influx_setup import load_setup, setup
+
+        setup(load_setup(settings.influx_setup), say=lambda line: say(f"influx setup: {line}"))
+
+
+def restore_grafana(src: Path, dest: Path, say: Callable[[str], None]) -> None:
+    if not src.exists():
+        return
+    running = _systemctl("is-active", "--quiet", "grafana-server.service")
+    if running:
+        _systemctl("stop", "grafana-server.service")
+    tmp = dest.with_name(dest.name + ".restoring")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with contextlib.closing(sqlite3.connect(src)) as source, contextlib.closing(sqlite3.connect(tmp)) as target:
+            source.backup(target)
+        if dest.exists():
+            st = dest.stat()
+            os.chown(tmp, st.st_uid, st.st_gid)
+            tmp.chmod(st.st_mode & 0o777)
+        tmp.replace(dest)
+    except (OSError, sqlite3.Error) as exc:
+        raise BackupError(f"{dest}: cannot restore Grafana's database: {exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+        if running:
+            _systemctl("start", "grafana-server.service")
+    say(f"Grafana: {dest}")
+
+
+def restore_configs(src: Path, configs: dict[str, Path], say: Callable[[str], None]) -> None:
+    for name, dest in configs.items():
+        archive = src / f"{name}.tar.gz"
+        if not archive.exists():
+            continue
+        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(dest, filter="fully_trusted" if os.geteuid() == 0 else "data")  # noqa: S202 -- ours
+        except (OSError, tarfile.TarError) as exc:
+            raise BackupError(f"{archive}: cannot restore into {dest}: {exc}") from None
+        say(f"configs: {dest}")
+
+
+def run_restore(settings: BackupSettings, name: str | None, *, host: str | None = None,
+                say: Callable[[str], None] = print) -> str:
+    host = host or hostname()
+    target = influx_target(settings)
+    work = settings.work_dir / "restore"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, mode=0o700)
+    try:
+        with open_share(settings) as share:
+            chosen = resolve(share, host, name)
+            say(f"restoring {settings.share.rstrip('/')}/{host}/{chosen}")
+            manifest = fetch(share, f"{host}/{chosen}", work, say)
+        stamp = dt.datetime.now(dt.UTC).strftime(STAMP)
+        restore_influx(target, work / "influxdb", manifest, settings.work_dir / f"pre-restore-{stamp}", say)
+        reapply_setup(settings, say)
+        restore_grafana(work / "grafana.db", settings.grafana_db, say)
+        restore_configs(work / "configs", settings.configs, say)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    say(f"restore of {host}/{chosen} complete")
+    return chosen
