@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from fieldstation.cli import main
+from fieldstation.energy import EnergySettings
 from fieldstation.grafana import render
 from fieldstation.grafana.settings import Alerts, GrafanaSettings
-from fieldstation.energy import EnergySettings
 from fieldstation.influxd import LocalInfluxd
 from fieldstation.influxql import Influx
 from fieldstation.loader import load_sensors
@@ -68,7 +68,7 @@ def test_rename_keeps_every_point_tag_and_type(
     assert "autogen: 900 points copied into power_w, counts and field types verified" in out
     assert "rollup_1m: 1 points copied into power_w" in out
     assert "power: dropped" in out
-    assert "m1 still write power: set measurement=\"power_w\" there" in err
+    assert 'm1 still write power: set measurement="power_w" there' in err
 
     assert points(influxd, "power_w") == raw_before
     assert influxd.rows('SELECT * FROM "rollup_1m"."power_w" GROUP BY *', "fieldstation") == rollup_before
@@ -79,7 +79,9 @@ def test_rename_keeps_every_point_tag_and_type(
     assert sorted(r["tagKey"] for r in tags) == ["phase", "sensor", "unit"]
 
     # The rewritten provisioning is what rendering the updated config.py gives.
-    rewritten = {p.relative_to(provisioning).as_posix(): p.read_text() for p in sorted(provisioning.rglob("*")) if p.is_file()}
+    rewritten = {
+        p.relative_to(provisioning).as_posix(): p.read_text() for p in sorted(provisioning.rglob("*")) if p.is_file()
+    }
     assert any('"power_w"' in text for text in rewritten.values())
     assert rewritten == _render(tmp_path / "again", tmp_path / "config.py", "power_w")
 

@@ -53,7 +53,9 @@ def _expected() -> set[tuple[str, str]]:
     return {(format_time(T0 + i * STEP), f"sensor={s},unit=C") for s, i in SPIKES}
 
 
-def test_dry_run_lists_exactly_the_spikes_and_deletes_nothing(seeded: LocalInfluxd, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_lists_exactly_the_spikes_and_deletes_nothing(
+    seeded: LocalInfluxd, capsys: pytest.CaptureFixture[str]
+) -> None:
     before = points(seeded, "temperature")
     assert main(["spikes", "temperature", "--url", seeded.url, "--db", "fieldstation", *RANGE]) == 0
     out = capsys.readouterr().out

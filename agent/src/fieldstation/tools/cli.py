@@ -10,7 +10,7 @@ from typing import Any
 
 from fieldstation.loader import ConfigError
 
-GRAFANA_TOKEN_ENV = "FIELDSTATION_GRAFANA_TOKEN"
+GRAFANA_TOKEN_ENV = "FIELDSTATION_GRAFANA_TOKEN"  # noqa: S105  (a variable's name, not a secret)
 
 
 def _influx_args(sp: argparse.ArgumentParser, settings_help: str) -> None:
@@ -105,7 +105,9 @@ def cmd_spikes(args: argparse.Namespace) -> int:
     t = _target(args)
     span = time_range(args.start, args.end, args.last)
     o = spikes.Options(window=args.window, k=args.k, min_deviation=args.min_deviation, low=args.min, high=args.max)
-    found = spikes.find(t, args.rp, args.measurement, args.field, tag_filter(args.where), span, args.method, o)
+    found = spikes.find(
+        t, args.measurement, args.field, rp=args.rp, tags=tag_filter(args.where), span=span, method=args.method, o=o
+    )
     spikes.print_table(found, args.measurement, args.field, "median" if args.method == "mad" else "limit")
     if not found:
         print("no spikes")
@@ -144,7 +146,7 @@ def cmd_rename(args: argparse.Namespace) -> int:
         still = [s.name for s in load_sensors(config) if s.measurement_name == args.old]
         if still:
             print(
-                f"{config}: {', '.join(still)} still write {args.old}: set measurement=\"{args.new}\" there, "
+                f'{config}: {", ".join(still)} still write {args.old}: set measurement="{args.new}" there, '
                 "restart the agent and run fieldstation grafana render",
                 file=sys.stderr,
             )
@@ -164,7 +166,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     t = _target(args)
     span = time_range(args.start, args.end, args.last)
     n = export.export(
-        t, args.rp, args.measurement, args.field, tag_filter(args.where), span, args.every, fmt, args.output
+        t,
+        args.measurement,
+        rp=args.rp,
+        fields=args.field,
+        tags=tag_filter(args.where),
+        span=span,
+        every=args.every,
+        fmt=fmt,
+        output=args.output,
     )
     print(f"export: {n} rows{f' to {args.output}' if args.output else ''}", file=sys.stderr)
     return 0

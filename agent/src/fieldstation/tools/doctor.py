@@ -200,7 +200,9 @@ def _needs_influx(fn: Check) -> Check:
 def check_stale_sensors(inp: Inputs) -> tuple[str, str]:
     window = inp.stale_window
     rows = _last(
-        inp, f'SELECT last("stale") AS "stale" FROM "fieldstation_sensor" WHERE time > now() - {window} GROUP BY "sensor"'
+        inp,
+        'SELECT last("stale") AS "stale" FROM "fieldstation_sensor" '  # noqa: S608  (a duration of ours, no input)
+        f'WHERE time > now() - {window} GROUP BY "sensor"',
     )
     if not rows:
         return WARN, f"no sensor health readings in the last {window}"
@@ -214,7 +216,8 @@ def _backup_check(kind: str, max_age_attr: str) -> Check:
     @_needs_influx
     def check(inp: Inputs) -> tuple[str, str]:
         max_age = getattr(inp, max_age_attr)
-        rows = _last(inp, f"SELECT last(\"ok\") AS \"ok\" FROM \"fieldstation_backup\" WHERE \"kind\" = '{kind}'")
+        q = f'SELECT last("ok") AS "ok" FROM "fieldstation_backup" WHERE "kind" = \'{kind}\''  # noqa: S608  (constants)
+        rows = _last(inp, q)
         if not rows:
             return WARN, f"no {kind.replace('_', ' ')} recorded yet"
         when, ok = int(rows[0]["time"]), rows[0]["ok"]
@@ -316,7 +319,7 @@ def check_nut(inp: Inputs) -> tuple[str, str]:
 def check_agent(inp: Inputs) -> tuple[str, str]:
     systemctl = shutil.which("systemctl")
     if systemctl and Path("/run/systemd/system").is_dir():
-        done = subprocess.run(  # noqa: S603  (fixed arguments)
+        done = subprocess.run(
             [systemctl, "is-active", inp.agent_unit], capture_output=True, text=True, timeout=inp.timeout, check=False
         )
         state = done.stdout.strip() or "unknown"
@@ -354,7 +357,7 @@ def check_spool(inp: Inputs) -> tuple[str, str]:
 
 class _Timex(ctypes.Structure):
     # struct timex (man 2 adjtimex) up to status; the kernel writes the rest into the padding.
-    _fields_ = [  # noqa: RUF012  (ctypes' declaration)
+    _fields_ = [
         ("modes", ctypes.c_uint),
         ("offset", ctypes.c_long),
         ("freq", ctypes.c_long),
@@ -371,7 +374,7 @@ TIME_ERROR = 5  # adjtimex's return when the clock is not synchronised
 def check_clock(inp: Inputs) -> tuple[str, str]:
     timedatectl = shutil.which("timedatectl")
     if timedatectl and Path("/run/systemd/system").is_dir():
-        done = subprocess.run(  # noqa: S603  (fixed arguments)
+        done = subprocess.run(
             [timedatectl, "show", "-p", "NTPSynchronized", "--value"],
             capture_output=True,
             text=True,
@@ -396,7 +399,7 @@ def check_power(inp: Inputs) -> tuple[str, str]:
         exe = shutil.which(inp.vcgencmd)
         if exe is None:
             return SKIP, "not a Raspberry Pi (no get_throttled, no vcgencmd)"
-        done = subprocess.run([exe, "get_throttled"], capture_output=True, text=True, timeout=inp.timeout, check=False)  # noqa: S603
+        done = subprocess.run([exe, "get_throttled"], capture_output=True, text=True, timeout=inp.timeout, check=False)
         text = done.stdout
     try:
         flags = parse_throttled(text)

@@ -40,7 +40,14 @@ ROW_GROUP = 10_000
 
 
 def plan(
-    t: Target, rp: str | None, measurement: str, fields: list[str], tags: dict[str, str], span: TimeRange, every: str | None
+    t: Target,
+    measurement: str,
+    *,
+    rp: str | None,
+    fields: list[str],
+    tags: dict[str, str],
+    span: TimeRange,
+    every: str | None,
 ) -> tuple[str, list[str], dict[str, str]]:
     """(query, tag columns, field → type of its exported values)."""
     types = field_types(t, rp, measurement)
@@ -84,7 +91,11 @@ def rows(t: Target, q: str, keys: list[str], types: dict[str, str]) -> Iterator[
             if all(x is None for x in vals):
                 continue
             batch.append(
-                [int(v[0]), *tag_values, *(None if x is None else typed(x, types[f]) for f, x in zip(fields, vals, strict=True))]
+                [
+                    int(v[0]),
+                    *tag_values,
+                    *(None if x is None else typed(x, types[f]) for f, x in zip(fields, vals, strict=True)),
+                ]
             )
         if batch:
             yield batch
@@ -140,7 +151,11 @@ def write_parquet(
         with pq.ParquetWriter(tmp, schema) as writer:
             for batch in batches:
                 columns = list(zip(*batch, strict=True))
-                writer.write_batch(pa.record_batch([pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)], schema=schema))
+                writer.write_batch(
+                    pa.record_batch(
+                        [pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)], schema=schema
+                    )
+                )
                 progress.add(len(batch), batch[-1][0])
         tmp.replace(path)
     finally:
@@ -149,8 +164,9 @@ def write_parquet(
 
 def export(
     t: Target,
-    rp: str | None,
     measurement: str,
+    *,
+    rp: str | None,
     fields: list[str],
     tags: dict[str, str],
     span: TimeRange,
@@ -159,7 +175,7 @@ def export(
     output: Path | None,
 ) -> int:
     """Write the export; returns the number of rows."""
-    q, keys, types = plan(t, rp, measurement, fields, tags, span, every)
+    q, keys, types = plan(t, measurement, rp=rp, fields=fields, tags=tags, span=span, every=every)
     progress = Progress(sys.stderr)
     batches = rows(t, q, keys, types)
     if fmt == "parquet":

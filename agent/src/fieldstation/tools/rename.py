@@ -52,7 +52,8 @@ def _bounds(t: Target, rp: str, measurement: str) -> tuple[int, int] | None:
 
 def counts(t: Target, rp: str, measurement: str) -> dict[tuple[tuple[str, str], ...], dict[str, int]]:
     """Series (its tags) → field → number of points, in one retention policy."""
-    res = t.influx.query(f"SELECT count(*) FROM {source(t.db, rp, measurement)} GROUP BY *", t.db, epoch="ns")
+    q = f"SELECT count(*) FROM {source(t.db, rp, measurement)} GROUP BY *"  # noqa: S608  (quoted names)
+    res = t.influx.query(q, t.db, epoch="ns")
     out: dict[tuple[tuple[str, str], ...], dict[str, int]] = {}
     for r in res:
         for s in r.get("series", []):
@@ -155,7 +156,7 @@ def rewrite_dashboards(provisioning: Path, old: str, new: str) -> list[Path]:
     from fieldstation.grafana import _yaml
 
     # A measurement in a query is always quoted and follows its policy: "raw"."OLD" or "$rp"."OLD".
-    pattern = re.compile(r'(?<=\.)' + re.escape(ident(old)) + r'(?=[\s,;)]|$)')
+    pattern = re.compile(r"(?<=\.)" + re.escape(ident(old)) + r"(?=[\s,;)]|$)")
     changed = []
     for path in provisioning_files(provisioning):
         text = path.read_text(encoding="utf-8")

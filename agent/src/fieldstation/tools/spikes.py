@@ -68,9 +68,7 @@ def mad_spikes(times: Sequence[int], values: Sequence[float], o: Options) -> lis
     return out
 
 
-def absolute_spikes(
-    times: Sequence[int], values: Sequence[float], o: Options
-) -> list[tuple[int, float, float, float]]:
+def absolute_spikes(times: Sequence[int], values: Sequence[float], o: Options) -> list[tuple[int, float, float, float]]:
     if o.low is None and o.high is None:
         raise ConfigError("spikes --method absolute: give --min and/or --max")
     out = []
@@ -89,7 +87,15 @@ METHODS: dict[str, Callable[[Sequence[int], Sequence[float], Options], list[tupl
 
 
 def find(
-    t: Target, rp: str | None, measurement: str, field: str, tags: dict[str, str], span: TimeRange, method: str, o: Options
+    t: Target,
+    measurement: str,
+    field: str,
+    *,
+    rp: str | None,
+    tags: dict[str, str],
+    span: TimeRange,
+    method: str,
+    o: Options,
 ) -> list[Spike]:
     types = field_types(t, rp, measurement)
     if field not in types:
@@ -144,7 +150,7 @@ def delete(t: Target, measurement: str, field: str, spikes: list[Spike], rp: str
                         }
                         if fields:
                             keep.append((p, encode_line(measurement, tags, fields, s.time_ns)))
-        t.influx.query(f"DELETE FROM {ident(measurement)} WHERE {when}{tag_where(tags)}", t.db)
+        t.influx.query(f"DELETE FROM {ident(measurement)} WHERE {when}{tag_where(tags)}", t.db)  # noqa: S608
         for p, line in keep:
             t.influx.write([line], t.db, rp=p)
         if n % 100 == 0:
