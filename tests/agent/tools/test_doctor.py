@@ -38,11 +38,18 @@ def station(tmp_path: Path) -> dict[str, Path]:
     (tmp_path / "fstab").write_text("# nothing but /\n")
     gs = GrafanaSettings(alerts=Alerts(emails=["ops@example.org"]))
     render(tmp_path / "provisioning", load_sensors(config), gs, EnergySettings())
-    return {"settings": settings, "fstab": tmp_path / "fstab", "provisioning": tmp_path / "provisioning"}
+    return {
+        "settings": settings,
+        "fstab": tmp_path / "fstab",
+        "provisioning": tmp_path / "provisioning",
+    }
 
 
 def _doctor(
-    server: LocalInfluxd, station: dict[str, Path], capsys: pytest.CaptureFixture[str], *extra: str
+    server: LocalInfluxd,
+    station: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    *extra: str,
 ) -> tuple[int, dict[str, Any]]:
     rc = main(
         ["doctor", "--json", "--settings", str(station["settings"]), "--url", server.url, "--db", "fieldstation",
@@ -79,7 +86,10 @@ def test_stale_sensor_warns_and_backups_are_read(
     assert r["grafana"]["status"] == "FAIL"
     assert "Connection refused" in r["grafana"]["detail"]
     assert r["provisioning"]["status"] == "OK"
-    assert r["provisioning"]["detail"] == "2 dashboard files parse (set FIELDSTATION_GRAFANA_TOKEN to ask Grafana)"
+    assert (
+        r["provisioning"]["detail"]
+        == "2 dashboard files parse (set FIELDSTATION_GRAFANA_TOKEN to ask Grafana)"
+    )
     assert r["nut"]["status"] == "SKIP"  # config.py has no nut sensor
     assert r["drives"]["status"] in ("OK", "WARN")
     assert rc == 1  # a FAIL (the drill, Grafana) makes the exit code non-zero
@@ -94,13 +104,17 @@ def test_stopped_influxdb_fails(
     assert r["influxdb"]["status"] == "FAIL"
     assert r["influxdb"]["detail"].startswith(f"{influxd.url}: ")
     # What depends on InfluxDB says it cannot tell, instead of failing three more times.
-    assert {r[n]["status"] for n in ("stale-sensors", "backup", "restore-drill")} == {"SKIP"}
+    assert {r[n]["status"] for n in ("stale-sensors", "backup", "restore-drill")} == {
+        "SKIP"
+    }
 
 
 def test_no_backup_yet_warns_and_broken_provisioning_fails(
     influxd: LocalInfluxd, station: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    board = next((station["provisioning"] / "dashboards" / "fieldstation").glob("*.json"))
+    board = next(
+        (station["provisioning"] / "dashboards" / "fieldstation").glob("*.json")
+    )
     board.write_text("{ not json")
     _rc, r = _doctor(influxd, station, capsys)
     assert r["backup"] == {
@@ -127,7 +141,9 @@ def test_power_flags(tmp_path: Path, word: str, status: str, detail: str) -> Non
 
 def test_unmounted_drive_fails(tmp_path: Path) -> None:
     fstab = tmp_path / "fstab"
-    fstab.write_text("LABEL=FS-DATA /srv/nowhere ext4 defaults 0 2\nLABEL=X /srv/maybe ext4 noauto 0 2\n")
+    fstab.write_text(
+        "LABEL=FS-DATA /srv/nowhere ext4 defaults 0 2\nLABEL=X /srv/maybe ext4 noauto 0 2\n"
+    )
     status, detail = doctor.check_drives(doctor.Inputs(fstab=fstab))
     assert status == "FAIL"
     assert detail.startswith("/srv/nowhere not mounted; / ")
@@ -142,7 +158,9 @@ def test_sd_writes_per_day(tmp_path: Path) -> None:
     # 7th number: sectors written. 20 000 000 sectors × 512 B = 10.24 GB over 2 days.
     (disk / "stat").write_text("1 2 3 4 5 6 20000000 8 9 10 11\n")
     (tmp_path / "sys" / "dev" / "block").mkdir(parents=True)
-    (tmp_path / "sys" / "dev" / "block" / f"{os.major(dev)}:{os.minor(dev)}").symlink_to(disk / "mmcblk0p2")
+    (
+        tmp_path / "sys" / "dev" / "block" / f"{os.major(dev)}:{os.minor(dev)}"
+    ).symlink_to(disk / "mmcblk0p2")
     (tmp_path / "proc").mkdir()
     (tmp_path / "proc" / "uptime").write_text("172800.00 1000.00\n")
     inp = doctor.Inputs(sys=tmp_path / "sys", proc=tmp_path / "proc")
@@ -159,7 +177,46 @@ def test_a_hung_check_is_bounded() -> None:
         return doctor.OK, "late"
 
     try:
-        results = doctor.run_checks(doctor.Inputs(timeout=0.5), [("hangs", hangs, "look at it")])
+        results = doctor.run_checks(
+            doctor.Inputs(timeout=0.5), [("hangs", hangs, "look at it")]
+        )
     finally:
         release.set()
-    assert results == [doctor.Result("hangs", "FAIL", "no answer within 0.5 s", "look at it")]
+    assert results == [
+        doctor.Result("hangs", "FAIL", "no answer within 0.5 s", "look at it")
+    ]
+
+
+def test_influxdb_with_auth(tmp_path: Path) -> None:
+    """The sink's credentials: accepted is OK (a write-only user's 403 on reading too), refused is FAIL."""
+    from fieldstation.influxql import Influx as Client
+    from fieldstation.tools.common import Target
+    from harness.influx import start_influxd
+
+    server = start_influxd(tmp_path / "influxd", auth=True)
+    try:
+        Client(server.url).query(
+            "CREATE USER admin WITH PASSWORD 'admin-pw' WITH ALL PRIVILEGES"
+        )
+        admin = Client(server.url, ("admin", "admin-pw"))
+        admin.query('CREATE DATABASE "fieldstation"')
+        admin.query("CREATE USER agent WITH PASSWORD 'agent-pw'")
+        admin.query('GRANT WRITE ON "fieldstation" TO agent')
+
+        def check(user: str, password: str) -> tuple[str, str]:
+            return doctor.check_influx(
+                doctor.Inputs(
+                    influx=Target(Client(server.url, (user, password)), "fieldstation")
+                )
+            )
+
+        assert check("admin", "admin-pw") == (
+            "OK",
+            f"{server.url} db fieldstation: answering as admin",
+        )
+        assert check("agent", "agent-pw")[0] == "OK"
+        status, detail = check("agent", "wrong")
+        assert status == "FAIL"
+        assert detail.startswith(f"{server.url}: 401 ")
+    finally:
+        server.stop()

@@ -25,15 +25,29 @@ sensors = {{"Plant": [Simulated(name="m1", measurement="{m}", unit="W"), Simulat
 
 
 def _seed(server: LocalInfluxd) -> None:
-    server.query('CREATE RETENTION POLICY "rollup_1m" ON "fieldstation" DURATION INF REPLICATION 1')
+    server.query(
+        'CREATE RETENTION POLICY "rollup_1m" ON "fieldstation" DURATION INF REPLICATION 1'
+    )
     lines = []
     for i in range(300):
-        t = T0 + i * 10**9 * 3600  # 300 hours: the copy runs in several one-week windows
-        lines.append(f'power,sensor=m1,phase=L1,unit=W watts={i * 0.5!r},count={i}i,on=true,label="a b" {t}')
-        lines.append(f"power,sensor=m1,phase=L2,unit=W watts={i * 1.5!r},count={-i}i {t + 7}")
-        lines.append(f"power,sensor=m2 watts=1.0 {t + 13}")  # a series without the phase and unit tags
+        t = (
+            T0 + i * 10**9 * 3600
+        )  # 300 hours: the copy runs in several one-week windows
+        lines.append(
+            f'power,sensor=m1,phase=L1,unit=W watts={i * 0.5!r},count={i}i,on=true,label="a b" {t}'
+        )
+        lines.append(
+            f"power,sensor=m1,phase=L2,unit=W watts={i * 1.5!r},count={-i}i {t + 7}"
+        )
+        lines.append(
+            f"power,sensor=m2 watts=1.0 {t + 13}"
+        )  # a series without the phase and unit tags
     Influx(server.url).write(lines, "fieldstation")
-    Influx(server.url).write([f"power,sensor=m1,phase=L1 mean_watts=2.25 {T0}"], "fieldstation", rp="rollup_1m")
+    Influx(server.url).write(
+        [f"power,sensor=m1,phase=L1 mean_watts=2.25 {T0}"],
+        "fieldstation",
+        rp="rollup_1m",
+    )
 
 
 def _types(server: LocalInfluxd, rp: str, m: str) -> dict[str, str]:
@@ -45,7 +59,11 @@ def _render(outdir: Path, config: Path, measurement: str) -> dict[str, str]:
     config.write_text(CONFIG.format(m=measurement))
     gs = GrafanaSettings(alerts=Alerts(emails=["ops@example.org"]))
     render(outdir, load_sensors(config), gs, EnergySettings())
-    return {p.relative_to(outdir).as_posix(): p.read_text() for p in sorted(outdir.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(outdir).as_posix(): p.read_text()
+        for p in sorted(outdir.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_rename_keeps_every_point_tag_and_type(
@@ -53,9 +71,16 @@ def test_rename_keeps_every_point_tag_and_type(
 ) -> None:
     _seed(influxd)
     raw_before = points(influxd, "power")
-    rollup_before = influxd.rows('SELECT * FROM "rollup_1m"."power" GROUP BY *', "fieldstation")
+    rollup_before = influxd.rows(
+        'SELECT * FROM "rollup_1m"."power" GROUP BY *', "fieldstation"
+    )
     types_before = _types(influxd, "autogen", "power")
-    assert types_before == {"count": "integer", "label": "string", "on": "boolean", "watts": "float"}
+    assert types_before == {
+        "count": "integer",
+        "label": "string",
+        "on": "boolean",
+        "watts": "float",
+    }
     provisioning = tmp_path / "provisioning"
     _render(provisioning, tmp_path / "config.py", "power")
 
@@ -65,32 +90,58 @@ def test_rename_keeps_every_point_tag_and_type(
     )  # fmt: skip
     assert rc == 0
     out, err = capsys.readouterr()
-    assert "autogen: 900 points copied into power_w, counts and field types verified" in out
+    assert (
+        "autogen: 900 points copied into power_w, counts and field types verified"
+        in out
+    )
     assert "rollup_1m: 1 points copied into power_w" in out
     assert "power: dropped" in out
     assert 'm1 still write power: set measurement="power_w" there' in err
 
     assert points(influxd, "power_w") == raw_before
-    assert influxd.rows('SELECT * FROM "rollup_1m"."power_w" GROUP BY *', "fieldstation") == rollup_before
+    assert (
+        influxd.rows('SELECT * FROM "rollup_1m"."power_w" GROUP BY *', "fieldstation")
+        == rollup_before
+    )
     assert _types(influxd, "autogen", "power_w") == types_before
-    assert influxd.rows('SHOW MEASUREMENTS WITH MEASUREMENT = "power"', "fieldstation") == []
+    assert (
+        influxd.rows('SHOW MEASUREMENTS WITH MEASUREMENT = "power"', "fieldstation")
+        == []
+    )
     # Tags stayed tags (SELECT INTO without GROUP BY * would have made them fields).
     tags = influxd.rows('SHOW TAG KEYS FROM "power_w"', "fieldstation")
     assert sorted(r["tagKey"] for r in tags) == ["phase", "sensor", "unit"]
 
     # The rewritten provisioning is what rendering the updated config.py gives.
     rewritten = {
-        p.relative_to(provisioning).as_posix(): p.read_text() for p in sorted(provisioning.rglob("*")) if p.is_file()
+        p.relative_to(provisioning).as_posix(): p.read_text()
+        for p in sorted(provisioning.rglob("*"))
+        if p.is_file()
     }
     assert any('"power_w"' in text for text in rewritten.values())
     assert rewritten == _render(tmp_path / "again", tmp_path / "config.py", "power_w")
 
 
-def test_refuses_an_existing_name_and_keeps_the_old(influxd: LocalInfluxd, capsys: pytest.CaptureFixture[str]) -> None:
+def test_refuses_an_existing_name_and_keeps_the_old(
+    influxd: LocalInfluxd, capsys: pytest.CaptureFixture[str]
+) -> None:
     _seed(influxd)
     Influx(influxd.url).write([f"power_w,sensor=x watts=1.0 {T0}"], "fieldstation")
     before = points(influxd, "power")
-    assert main(["rename-series", "power", "power_w", "--url", influxd.url, "--db", "fieldstation"]) == 2
+    assert (
+        main(
+            [
+                "rename-series",
+                "power",
+                "power_w",
+                "--url",
+                influxd.url,
+                "--db",
+                "fieldstation",
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err == (
         "fieldstation: power_w: already exists in database fieldstation (--merge copies into it anyway)\n"
     )
@@ -105,7 +156,20 @@ def test_refuses_a_measurement_a_continuous_query_names(
         'CREATE CONTINUOUS QUERY "cq_power" ON "fieldstation" BEGIN SELECT sum("watts") AS "watts" INTO '
         '"fieldstation"."rollup_1m"."power" FROM "fieldstation"."autogen"."power" GROUP BY time(1m), * END'
     )
-    assert main(["rename-series", "power", "power_w", "--url", influxd.url, "--db", "fieldstation"]) == 2
+    assert (
+        main(
+            [
+                "rename-series",
+                "power",
+                "power_w",
+                "--url",
+                influxd.url,
+                "--db",
+                "fieldstation",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err == (
         "fieldstation: power: named by continuous query cq_power (change influx setup first, or its rollups would stop)\n"

@@ -18,24 +18,32 @@ RANGE = ["--start", "2026-01-01T00:00:00Z", "--end", "2026-01-01T01:00:00Z"]
 
 def _value(sensor: str, i: int) -> float:
     # A slow ramp with deterministic jitter of ±0.2: nothing an honest MAD test should flag.
-    return round(20.0 + 0.01 * i + 0.1 * ((i * 7919) % 5 - 2), 6) + (5.0 if sensor == "t2" else 0.0)
+    return round(20.0 + 0.01 * i + 0.1 * ((i * 7919) % 5 - 2), 6) + (
+        5.0 if sensor == "t2" else 0.0
+    )
 
 
 @pytest.fixture
 def seeded(influxd: LocalInfluxd) -> LocalInfluxd:
-    influxd.query('CREATE RETENTION POLICY "rollup_1m" ON "fieldstation" DURATION INF REPLICATION 1')
+    influxd.query(
+        'CREATE RETENTION POLICY "rollup_1m" ON "fieldstation" DURATION INF REPLICATION 1'
+    )
     lines = []
     for sensor in ("t1", "t2"):
         for i in range(200):
             v = SPIKES.get((sensor, i), _value(sensor, i))
             extra = ",humidity=41i" if (sensor, i) == ("t1", 120) else ""
-            lines.append(f"temperature,sensor={sensor},unit=C value={v!r}{extra} {T0 + i * STEP}")
+            lines.append(
+                f"temperature,sensor={sensor},unit=C value={v!r}{extra} {T0 + i * STEP}"
+            )
     from fieldstation.influxql import Influx
 
     Influx(influxd.url).write(lines, "fieldstation")
     # A rollup point that happens to share the first spike's timestamp.
     Influx(influxd.url).write(
-        [f"temperature,sensor=t1,unit=C mean_value=21.25 {T0 + 50 * STEP}"], "fieldstation", rp="rollup_1m"
+        [f"temperature,sensor=t1,unit=C mean_value=21.25 {T0 + 50 * STEP}"],
+        "fieldstation",
+        rp="rollup_1m",
     )
     return influxd
 
@@ -57,16 +65,39 @@ def test_dry_run_lists_exactly_the_spikes_and_deletes_nothing(
     seeded: LocalInfluxd, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = points(seeded, "temperature")
-    assert main(["spikes", "temperature", "--url", seeded.url, "--db", "fieldstation", *RANGE]) == 0
+    assert (
+        main(
+            [
+                "spikes",
+                "temperature",
+                "--url",
+                seeded.url,
+                "--db",
+                "fieldstation",
+                *RANGE,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert _spike_lines(out) == _expected()
     assert "4 spikes (dry run" in out
     assert points(seeded, "temperature") == before
 
 
-def test_delete_removes_exactly_the_spikes(seeded: LocalInfluxd, capsys: pytest.CaptureFixture[str]) -> None:
+def test_delete_removes_exactly_the_spikes(
+    seeded: LocalInfluxd, capsys: pytest.CaptureFixture[str]
+) -> None:
     before = points(seeded, "temperature")
-    args = ["spikes", "temperature", "--url", seeded.url, "--db", "fieldstation", *RANGE]
+    args = [
+        "spikes",
+        "temperature",
+        "--url",
+        seeded.url,
+        "--db",
+        "fieldstation",
+        *RANGE,
+    ]
     assert main([*args, "--delete"]) == 0
     out = capsys.readouterr().out
     assert _spike_lines(out) == _expected()  # shown before they go
@@ -78,7 +109,15 @@ def test_delete_removes_exactly_the_spikes(seeded: LocalInfluxd, capsys: pytest.
     assert [p for p in after if p["value"] is not None] == kept
     # The spike's point also carried humidity: written back, still an integer.
     at_120 = [p for p in after if p["time"] == T0 + 120 * STEP and p["sensor"] == "t1"]
-    assert at_120 == [{"time": T0 + 120 * STEP, "humidity": 41, "sensor": "t1", "unit": "C", "value": None}]
+    assert at_120 == [
+        {
+            "time": T0 + 120 * STEP,
+            "humidity": 41,
+            "sensor": "t1",
+            "unit": "C",
+            "value": None,
+        }
+    ]
     types = seeded.rows('SHOW FIELD KEYS FROM "temperature"', "fieldstation")
     assert {r["fieldKey"]: r["fieldType"] for r in types}["humidity"] == "integer"
     # The rollup point at the first spike's timestamp survived the DELETE.
@@ -90,11 +129,38 @@ def test_delete_removes_exactly_the_spikes(seeded: LocalInfluxd, capsys: pytest.
     assert "no spikes" in capsys.readouterr().out
 
 
-def test_absolute_method_and_tag_filter(seeded: LocalInfluxd, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["spikes", "temperature", "--url", seeded.url, "--db", "fieldstation", *RANGE]
-    assert main([*args, "--method", "absolute", "--min", "10", "--max", "30", "--where", "sensor=t1"]) == 0
+def test_absolute_method_and_tag_filter(
+    seeded: LocalInfluxd, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "spikes",
+        "temperature",
+        "--url",
+        seeded.url,
+        "--db",
+        "fieldstation",
+        *RANGE,
+    ]
+    assert (
+        main(
+            [
+                *args,
+                "--method",
+                "absolute",
+                "--min",
+                "10",
+                "--max",
+                "30",
+                "--where",
+                "sensor=t1",
+            ]
+        )
+        == 0
+    )
     found = _spike_lines(capsys.readouterr().out)
-    assert found == {(format_time(T0 + i * STEP), "sensor=t1,unit=C") for s, i in SPIKES if s == "t1"}
+    assert found == {
+        (format_time(T0 + i * STEP), "sensor=t1,unit=C") for s, i in SPIKES if s == "t1"
+    }
 
 
 @pytest.mark.parametrize(
@@ -106,8 +172,24 @@ def test_absolute_method_and_tag_filter(seeded: LocalInfluxd, capsys: pytest.Cap
     ],
 )
 def test_bad_input_is_one_line(
-    seeded: LocalInfluxd, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+    seeded: LocalInfluxd,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
 ) -> None:
-    assert main(["spikes", "temperature", "--url", seeded.url, "--db", "fieldstation", *extra]) == 2
+    assert (
+        main(
+            [
+                "spikes",
+                "temperature",
+                "--url",
+                seeded.url,
+                "--db",
+                "fieldstation",
+                *extra,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err == f"fieldstation: {message}\n"

@@ -119,15 +119,11 @@ def write_csv(batches: Iterator[list[list[Any]]], header: list[str], out: IO[str
     w = csv.writer(out, lineterminator="\n")
     w.writerow(header)
     for batch in batches:
+        last_ns = batch[-1][0]
         for row in batch:
             row[0] = format_time(row[0])
         w.writerows(batch)
-        progress.add(len(batch), _last_time(batch))
-
-
-def _last_time(batch: list[list[Any]]) -> int:
-    last = batch[-1][0]
-    return last if isinstance(last, int) else 0
+        progress.add(len(batch), last_ns)
 
 
 def write_parquet(
