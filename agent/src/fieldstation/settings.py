@@ -62,7 +62,7 @@ class BackupSettings(_Strict):
     """``/etc/fieldstation/backup.toml`` (role backup): what ``fieldstation backup`` takes and where it goes."""
 
     share: str = Field(
-        pattern=r"^//[^/\s]+/[^/\s]+(/[^/\s]+)*/?$", description="//server/share[/folder]; backups go under <hostname>/."
+        pattern=r"^//[^/\s]+/[^/\s]+(/[^/\s]+)*/?$", description="//server/share[/folder]; backups go in <host>/."
     )
     port: int = Field(445, ge=1, le=65535, description="The NAS's SMB port.")
     credentials: Path = Field(
@@ -86,7 +86,7 @@ class BackupSettings(_Strict):
         },
         description="Folders archived as configs/<name>.tar.gz and put back by a restore.",
     )
-    work_dir: Path = Field(Path("/var/tmp/fieldstation-backup"), description="Local staging (the data drive).")
+    work_dir: Path = Field(Path("/var/cache/fieldstation-backup"), description="Local staging (the data drive).")
     sd_device: Path = Field(Path("/dev/mmcblk0"), description="The card read by --sd-image.")
     verify_max_age_h: float = Field(30.0, gt=0, description="The drill fails when the latest backup is older.")
 

@@ -54,8 +54,9 @@ def influx_target(settings: BackupSettings) -> InfluxTarget:
 
 
 def open_share(settings: BackupSettings) -> Share:
-    return Share(settings.share, read_credentials(settings.credentials), port=settings.port,
-                 timeout=settings.timeout).connect()
+    return Share(
+        settings.share, read_credentials(settings.credentials), port=settings.port, timeout=settings.timeout
+    ).connect()
 
 
 class Progress:
@@ -113,7 +114,9 @@ def to_delete(names: list[str], now: dt.datetime, keep_last: int, keep_days: int
     return [n for n in newest if n not in keep]
 
 
-def rotate(share: Share, host: str, settings: BackupSettings, now: dt.datetime, say: Callable[[str], None]) -> list[str]:
+def rotate(
+    share: Share, host: str, settings: BackupSettings, now: dt.datetime, say: Callable[[str], None]
+) -> list[str]:
     gone = to_delete(complete_backups(share, host), now, settings.keep_last, settings.keep_days)
     for name in gone:
         share.rmtree(f"{host}/{name}")
@@ -219,15 +222,23 @@ def stage(settings: BackupSettings, target: InfluxTarget, work: Path, say: Calla
             config_archive(path, work / "configs" / f"{name}.tar.gz")
         else:
             skipped.append(str(path))
-    firsts = [m["last"] for db in census.values() for rp in db.values() for m in rp.values() if m["last"]]
+    lasts = [m["last"] for db in census.values() for rp in db.values() for m in rp.values() if m["last"]]
     oldest = [t for db in dbs for rp in influx.first_times(client, db).values() for t in rp.values()]
     return {
         "format": 1,
         "hostname": hostname(),
         "created": iso(now),
-        "software": {"fieldstation": __version__, "influxdb": influx.influxd_version(), "python": sys.version.split()[0]},
-        "covers": {"from": iso(min(oldest)) if oldest else None, "to": iso(until), "until_ns": until,
-                   "last_point": iso(max(firsts)) if firsts else None},
+        "software": {
+            "fieldstation": __version__,
+            "influxdb": influx.influxd_version(),
+            "python": sys.version.split()[0],
+        },
+        "covers": {
+            "from": iso(min(oldest)) if oldest else None,
+            "to": iso(until),
+            "until_ns": until,
+            "last_point": iso(max(lasts)) if lasts else None,
+        },
         "databases": census,
         "skipped": skipped,
     }
@@ -245,12 +256,15 @@ def run_backup(settings: BackupSettings, *, sd_image: Path | None = None, say: C
             manifest = stage(settings, target, work, say)
             name = dt.datetime.fromisoformat(manifest["created"]).strftime(STAMP)
             files = sorted(p for p in work.rglob("*") if p.is_file())
-            manifest["files"] = {p.relative_to(work).as_posix(): {"sha256": sha256(p), "bytes": p.stat().st_size}
-                                 for p in files}
+            manifest["files"] = {
+                p.relative_to(work).as_posix(): {"sha256": sha256(p), "bytes": p.stat().st_size} for p in files
+            }
             result = Result(name, files=manifest["files"])
             partial = f"{host}/{PARTIAL}{name}"
             try:
-                result.bytes = _upload(share, work, partial, files, manifest, settings, sd_image, say)
+                result.bytes = _upload(
+                    share, work, partial, manifest=manifest, settings=settings, sd_image=sd_image, say=say
+                )
             except (BackupError, ShareError):
                 with contextlib.suppress(Exception):  # free the space; the partial name already says "incomplete"
                     share.rmtree(partial)
@@ -261,15 +275,27 @@ def run_backup(settings: BackupSettings, *, sd_image: Path | None = None, say: C
     return result
 
 
-def _upload(share: Share, work: Path, partial: str, files: list[Path], manifest: dict[str, Any],
-            settings: BackupSettings, sd_image: Path | None, say: Callable[[str], None]) -> int:
-    total = sum(f["bytes"] for f in manifest["files"].values())
+def _upload(
+    share: Share,
+    work: Path,
+    partial: str,
+    *,
+    manifest: dict[str, Any],
+    settings: BackupSettings,
+    sd_image: Path | None,
+    say: Callable[[str], None],
+) -> int:
+    """Every staged file, the card's image if asked, and the manifest last; returns the bytes sent."""
+    files = sorted(p for p in work.rglob("*") if p.is_file())
+    total = sum(int(f["bytes"]) for f in manifest["files"].values())
     if sd_image is not None:
         need = device_size(sd_image)
         free = share.free_bytes()
         if free < total + need:
-            raise BackupError(f"{settings.share}: {free / 1e9:.2f} GB free, the SD-card image may need up to "
-                              f"{(total + need) / 1e9:.2f} GB (the card's size); nothing written")
+            raise BackupError(
+                f"{settings.share}: {free / 1e9:.2f} GB free, the SD-card image may need up to "
+                f"{(total + need) / 1e9:.2f} GB (the card's size); nothing written"
+            )
     for folder in sorted({p.parent.relative_to(work).as_posix() for p in files}):
         share.makedirs(partial if folder == "." else f"{partial}/{folder}")
     progress = Progress("upload", total, say)

@@ -29,8 +29,9 @@ def record(agent_settings: Path | None, kind: str, *, ok: bool, size: int, durat
     from fieldstation.spool import Spool
 
     settings = load_settings(agent_settings)
-    line = encode_line(MEASUREMENT, {"kind": kind}, {"ok": ok, "bytes": size, "duration_s": round(duration_s, 3)},
-                       time.time_ns())
+    line = encode_line(
+        MEASUREMENT, {"kind": kind}, {"ok": ok, "bytes": size, "duration_s": round(duration_s, 3)}, time.time_ns()
+    )
     spool = Spool(settings.spool.path, max_bytes=settings.spool.max_bytes, sinks=[s.name for s in settings.sinks])
     try:
         spool.append([line])
@@ -105,17 +106,29 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _common(sp: argparse.ArgumentParser, settings_help: str) -> None:
-    sp.add_argument("--settings", type=Path, default=DEFAULT_BACKUP_SETTINGS,
-                    help=f"backup settings (default {DEFAULT_BACKUP_SETTINGS})")
+    sp.add_argument(
+        "--settings",
+        type=Path,
+        default=DEFAULT_BACKUP_SETTINGS,
+        help=f"backup settings (default {DEFAULT_BACKUP_SETTINGS})",
+    )
     sp.add_argument("--host", help="whose backups (default this host's name)")
 
 
 def register(sub: Any, settings_help: str) -> None:
-    sp = sub.add_parser("backup", help="Back up InfluxDB, Grafana and the configs to the SMB share, then rotate.",
-                        description="Back up InfluxDB, Grafana and the configs to the SMB share, then rotate.")
+    sp = sub.add_parser(
+        "backup",
+        help="Back up InfluxDB, Grafana and the configs to the SMB share, then rotate.",
+        description="Back up InfluxDB, Grafana and the configs to the SMB share, then rotate.",
+    )
     _common(sp, settings_help)
-    sp.add_argument("--sd-image", nargs="?", const="", metavar="DEVICE",
-                    help="also stream a gzip of the whole SD card (default: sd_device of the settings)")
+    sp.add_argument(
+        "--sd-image",
+        nargs="?",
+        const="",
+        metavar="DEVICE",
+        help="also stream a gzip of the whole SD card (default: sd_device of the settings)",
+    )
     sp.add_argument("--agent-settings", type=Path, help=settings_help + "; its spool gets the result reading")
     sp.add_argument("--no-record", action="store_true", help="do not record the result in the spool")
     sp.set_defaults(fn=cmd_backup, backup_command=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,23 +52,40 @@ def backup(target: InfluxTarget, dest: Path) -> None:
     _influxd("backup", "-portable", "-host", target.rpc, str(dest), what=f"InfluxDB backup from {target.rpc}")
 
 
-def restore(target: InfluxTarget, src: Path, db: str, newdb: str) -> None:
-    _influxd("restore", "-portable", "-host", target.rpc, "-db", db, "-newdb", newdb, str(src),
-             what=f"InfluxDB restore of {db} as {newdb} via {target.rpc}")
+def restore(target: InfluxTarget, src: Path, db: str, newdb: str, timeout: float = 120.0) -> None:
+    """Restore ``db`` from a portable backup as ``newdb``; returns once its shards answer queries."""
+    _influxd(
+        "restore",
+        "-portable",
+        "-host",
+        target.rpc,
+        "-db",
+        db,
+        "-newdb",
+        newdb,
+        str(src),
+        what=f"InfluxDB restore of {db} as {newdb} via {target.rpc}",
+    )
+    # The restored shards open in the background; until then queries fail with "engine is closed".
+    client = target.client
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            for rp in policies(client, newdb):
+                client.query(f'SELECT count(*) FROM "{newdb}"."{rp}"./.*/', newdb)  # noqa: S608 -- InfluxDB's names
+            return
+        except InfluxError as exc:
+            if "engine is closed" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def databases(influx: Influx) -> list[str]:
-    names = [str(r["name"]) for res in influx.query("SHOW DATABASES") for s in res.get("series", [])
-             for r in (dict(zip(s["columns"], v, strict=True)) for v in s.get("values", []))]
-    return [n for n in names if n not in SYSTEM_DATABASES]
+    return [str(r["name"]) for r in influx.rows("SHOW DATABASES") if r["name"] not in SYSTEM_DATABASES]
 
 
 def policies(influx: Influx, db: str) -> list[str]:
-    out = []
-    for res in influx.query(f'SHOW RETENTION POLICIES ON "{db}"'):
-        for s in res.get("series", []):
-            out.extend(str(v[s["columns"].index("name")]) for v in s.get("values", []))
-    return out
+    return [str(r["name"]) for r in influx.rows(f'SHOW RETENTION POLICIES ON "{db}"')]
 
 
 def _series(influx: Influx, q: str, db: str) -> list[dict[str, Any]]:
@@ -85,17 +103,18 @@ def census(influx: Influx, db: str, until_ns: int, since: dict[str, dict[str, in
         counts: dict[str, dict[str, int]] = {}
         last: dict[str, int] = {}
         lows = (since or {}).get(rp)
+        # Names come from InfluxDB itself and times are integers: nothing free-form reaches these statements.
         if lows is None:
-            q = f'SELECT count(*) FROM "{db}"."{rp}"./.*/ WHERE time <= {until_ns}'  # noqa: S608 -- names from InfluxDB
-            for s in _series(influx, q, db):
-                counts[s["name"]] = {c.removeprefix("count_"): int(v) for c, v in zip(s["columns"][1:], s["values"][0][1:],
-                                     strict=True) if v}
+            queries = [f'SELECT count(*) FROM "{db}"."{rp}"./.*/ WHERE time <= {until_ns}']  # noqa: S608
         else:
-            for m, low in lows.items():
-                q = f'SELECT count(*) FROM "{db}"."{rp}"."{m}" WHERE time >= {low} AND time <= {until_ns}'  # noqa: S608
-                for s in _series(influx, q, db):
-                    counts[s["name"]] = {c.removeprefix("count_"): int(v) for c, v in
-                                         zip(s["columns"][1:], s["values"][0][1:], strict=True) if v}
+            queries = [
+                f'SELECT count(*) FROM "{db}"."{rp}"."{m}" WHERE time >= {low} AND time <= {until_ns}'  # noqa: S608
+                for m, low in lows.items()
+            ]
+        for q in queries:
+            for s in _series(influx, q, db):
+                values = zip(s["columns"][1:], s["values"][0][1:], strict=True)
+                counts[s["name"]] = {c.removeprefix("count_"): int(v) for c, v in values if v}
         q = f'SELECT * FROM "{db}"."{rp}"./.*/ WHERE time <= {until_ns} ORDER BY time DESC LIMIT 1'  # noqa: S608
         for s in _series(influx, q, db):
             last[s["name"]] = int(s["values"][0][0])

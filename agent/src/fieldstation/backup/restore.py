@@ -51,7 +51,9 @@ def resolve(share: Share, host: str, name: str | None) -> str:
     return name
 
 
-def fetch(share: Share, folder: str, dest: Path, say: Callable[[str], None], *, sd_image: bool = False) -> dict[str, Any]:
+def fetch(
+    share: Share, folder: str, dest: Path, say: Callable[[str], None], *, sd_image: bool = False
+) -> dict[str, Any]:
     """Download a backup (the SD-card image only if asked) and check every checksum; returns the manifest."""
     try:
         manifest: dict[str, Any] = json.loads(share.read_bytes(f"{folder}/{MANIFEST}"))
@@ -81,8 +83,9 @@ def _systemctl(*args: str) -> bool:
     return subprocess.run(["systemctl", *args], capture_output=True, check=False).returncode == 0
 
 
-def restore_influx(target: InfluxTarget, src: Path, manifest: dict[str, Any], safety: Path,
-                   say: Callable[[str], None]) -> None:
+def restore_influx(
+    target: InfluxTarget, src: Path, manifest: dict[str, Any], safety: Path, say: Callable[[str], None]
+) -> None:
     client = target.client
     for db in sorted(manifest["databases"]):
         staging = f"{db}_restore"
@@ -146,8 +149,9 @@ def restore_configs(src: Path, configs: dict[str, Path], say: Callable[[str], No
         say(f"configs: {dest}")
 
 
-def run_restore(settings: BackupSettings, name: str | None, *, host: str | None = None,
-                say: Callable[[str], None] = print) -> str:
+def run_restore(
+    settings: BackupSettings, name: str | None, *, host: str | None = None, say: Callable[[str], None] = print
+) -> str:
     host = host or hostname()
     target = influx_target(settings)
     work = settings.work_dir / "restore"

@@ -105,7 +105,7 @@ class Share:
         os.environ.setdefault(_RECEIVE_TIMEOUT_ENV, str(max(int(self.timeout), 5)))
         try:
             smbclient.register_session(self.server, **self._kw())
-        except Exception as exc:  # noqa: BLE001 -- socket, protocol and auth errors alike end in one line
+        except Exception as exc:  # socket, protocol and auth errors alike end in one line
             self.close()
             raise ShareError(f"{self.url}: cannot connect to {self.server}:{self.port}: {_reason(exc)}") from None
         self._connected = True
@@ -134,7 +134,7 @@ class Share:
             yield
         except ShareError:
             raise
-        except Exception as exc:  # noqa: BLE001 -- any failure of the share is one line naming it
+        except Exception as exc:  # any failure of the share is one line naming it
             raise ShareError(f"{self.url}/{rel.strip('/')}: {what}: {_reason(exc)}") from None
 
     # -- operations ------------------------------------------------------------------------------------------
