@@ -220,3 +220,45 @@ def test_influxdb_with_auth(tmp_path: Path) -> None:
         assert detail.startswith(f"{server.url}: 401 ")
     finally:
         server.stop()
+
+
+def test_reads_with_the_admin_of_influx_setup(
+    tmp_path: Path, station: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On the station the agent's user may only write: doctor asks with influx-setup.toml's admin instead."""
+    from fieldstation.influxql import Influx as Client
+    from harness.influx import start_influxd
+
+    server = start_influxd(tmp_path / "influxd", auth=True)
+    try:
+        Client(server.url).query(
+            "CREATE USER root_ WITH PASSWORD 'admin-pw' WITH ALL PRIVILEGES"
+        )
+        admin = Client(server.url, ("root_", "admin-pw"))
+        admin.query('CREATE DATABASE "fieldstation"')
+        admin.write(
+            [f"fieldstation_sensor,sensor=t1 stale=false {time.time_ns()}"],
+            "fieldstation",
+        )
+        setup = tmp_path / "influx-setup.toml"
+        setup.write_text(
+            f'url = "{server.url}"\n[admin]\nusername = "root_"\npassword = "admin-pw"\n'
+        )
+        rc = main(
+            ["doctor", "--json", "--settings", str(station["settings"]), "--influx-setup", str(setup),
+             "--fstab", str(station["fstab"])]
+        )  # fmt: skip
+        r = {x["name"]: x for x in json.loads(capsys.readouterr().out)}
+        assert (
+            r["influxdb"]["detail"]
+            == f"{server.url} db fieldstation: answering as root_"
+        )
+        assert r["stale-sensors"] == {
+            "name": "stale-sensors",
+            "status": "OK",
+            "detail": "1 sensors reporting",
+            "hint": "",
+        }
+        assert rc in (0, 1)  # whatever this build machine's clock and drives say
+    finally:
+        server.stop()

@@ -246,3 +246,16 @@ def test_progress_on_stderr(
     assert len(counts) == 3 and counts == sorted(counts) and counts[-1] == N + 30
     assert all(", at 2026-01-01T" in line for line in lines[:-1])
     assert lines[-1] == f"export: {N + 30} rows to {out}"
+
+
+def test_user_needs_its_password_in_the_environment(
+    seeded: LocalInfluxd,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("FIELDSTATION_INFLUX_PASSWORD", raising=False)
+    assert main(["export", "env", "--url", seeded.url, "--user", "reader"]) == 2
+    assert (
+        capsys.readouterr().err
+        == "fieldstation: --user reader: set $FIELDSTATION_INFLUX_PASSWORD to its password\n"
+    )

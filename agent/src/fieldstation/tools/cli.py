@@ -14,12 +14,22 @@ GRAFANA_TOKEN_ENV = "FIELDSTATION_GRAFANA_TOKEN"  # noqa: S105  (a variable's na
 
 
 def _influx_args(sp: argparse.ArgumentParser, settings_help: str) -> None:
-    g = sp.add_argument_group("InfluxDB (default: the agent's first sink)")
+    g = sp.add_argument_group("InfluxDB (default: influx-setup.toml's if readable, else the agent's first sink)")
     g.add_argument("--settings", type=Path, help=settings_help)
     g.add_argument("--sink", help="the sink of agent.toml to use (default the first)")
     g.add_argument("--url", help="InfluxDB URL instead of the sink's")
     g.add_argument("--db", help="database instead of the sink's")
     g.add_argument("--rp", help="retention policy (default: the database's default, raw)")
+    _credential_args(g)
+
+
+def _credential_args(g: Any) -> None:
+    g.add_argument("--user", help="InfluxDB user; the password comes from $FIELDSTATION_INFLUX_PASSWORD")
+    g.add_argument(
+        "--influx-setup",
+        type=Path,
+        help="influx-setup.toml whose server and admin to use (default /etc/fieldstation/… if readable)",
+    )
 
 
 def _range_args(sp: argparse.ArgumentParser) -> None:
@@ -37,7 +47,7 @@ def _series_args(sp: argparse.ArgumentParser) -> None:
 def _target(args: argparse.Namespace) -> Any:
     from fieldstation.tools.common import target
 
-    return target(args.settings, args.url, args.db, args.sink)
+    return target(args.settings, args.url, args.db, args.sink, user=args.user, setup_path=args.influx_setup)
 
 
 def _grafana_settings(path: Path | None) -> Any:
@@ -60,7 +70,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     settings = load_settings(args.settings)
     gs = _grafana_settings(args.grafana)
     inp = doctor.Inputs(
-        influx=target(args.settings, args.url, args.db),
+        influx=target(args.settings, args.url, args.db, user=args.user, setup_path=args.influx_setup),
         spool=settings.spool.path,
         sinks=[s.name for s in settings.sinks],
         state_file=settings.state_file,
@@ -193,6 +203,7 @@ def register(sub: Any, settings_help: str) -> None:
     sp.add_argument("--grafana", type=Path, help="grafana.toml (default /etc/fieldstation/grafana.toml if present)")
     sp.add_argument("--url", help="InfluxDB URL instead of the first sink's")
     sp.add_argument("--db", help="database instead of the first sink's")
+    _credential_args(sp)
     sp.add_argument("--grafana-url", help=f"Grafana instead of grafana.toml's url (token from ${GRAFANA_TOKEN_ENV})")
     sp.add_argument("--provisioning", type=Path, help="Grafana's provisioning directory")
     sp.add_argument("--backup-max-age", help="WARN when the last backup is older (default grafana.toml's, 26h)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import time
 import urllib.error
@@ -115,8 +116,27 @@ class Target:
     db: str
 
 
-def target(settings_path: Path | None, url: str | None, db: str | None, sink: str | None = None) -> Target:
-    """``--url/--db`` if given, else the agent's sink (the first, or ``--sink NAME``) from agent.toml."""
+PASSWORD_ENV = "FIELDSTATION_INFLUX_PASSWORD"  # noqa: S105  (a variable's name, not a secret)
+
+
+def target(
+    settings_path: Path | None,
+    url: str | None,
+    db: str | None,
+    sink: str | None = None,
+    *,
+    user: str | None = None,
+    setup_path: Path | None = None,
+) -> Target:
+    """Which InfluxDB, database and credentials the tools use.
+
+    Server and database: ``--url/--db``, else influx-setup.toml's when it is readable (root on the station), else the
+    agent's sink (the first, or ``--sink NAME``). Credentials: ``--user`` with the password from
+    ``$FIELDSTATION_INFLUX_PASSWORD``; else influx-setup.toml's admin (the agent's own user may only write, and
+    renaming or deleting needs more); else the sink's.
+    """
+    from fieldstation.influx_setup import DEFAULT_SETUP, load_setup
+
     settings: AgentSettings = load_settings(settings_path)
     chosen = settings.sinks[0]
     if sink is not None:
@@ -124,10 +144,19 @@ def target(settings_path: Path | None, url: str | None, db: str | None, sink: st
         if not named:
             raise ConfigError(f"--sink {sink}: no such sink in the agent settings")
         chosen = named[0]
-    auth = None
-    if chosen.username and chosen.password:
-        auth = (chosen.username, chosen.password.get_secret_value())
-    return Target(Influx(url or chosen.url, auth), db or chosen.database)
+    base_url, base_db = chosen.url, chosen.database
+    auth = (chosen.username, chosen.password.get_secret_value()) if chosen.username and chosen.password else None
+    setup_file = setup_path or DEFAULT_SETUP
+    if sink is None and (setup_path is not None or os.access(setup_file, os.R_OK)):
+        setup = load_setup(setup_file)
+        base_url, base_db = setup.url, setup.database
+        auth = (setup.admin.username, setup.admin.password.get_secret_value())
+    if user is not None:
+        password = os.environ.get(PASSWORD_ENV)
+        if not password:
+            raise ConfigError(f"--user {user}: set ${PASSWORD_ENV} to its password")
+        auth = (user, password)
+    return Target(Influx(url or base_url, auth), db or base_db)
 
 
 def retention_policies(t: Target) -> list[str]:
