@@ -262,3 +262,13 @@ def test_reads_with_the_admin_of_influx_setup(
         assert rc in (0, 1)  # whatever this build machine's clock and drives say
     finally:
         server.stop()
+
+
+def test_a_nofail_drive_warns_unless_another_fails(tmp_path: Path) -> None:
+    fstab = tmp_path / "fstab"
+    fstab.write_text("LABEL=A /srv/a ext4 nofail 0 2\nLABEL=B /srv/b ext4 nofail 0 2\n")
+    assert doctor.check_drives(doctor.Inputs(fstab=fstab))[0] == "WARN"
+    fstab.write_text(
+        "LABEL=A /srv/a ext4 nofail 0 2\nLABEL=B /srv/b ext4 defaults 0 2\nLABEL=C /srv/c ext4 nofail 0 2\n"
+    )
+    assert doctor.check_drives(doctor.Inputs(fstab=fstab))[0] == "FAIL"

@@ -84,9 +84,26 @@ def test_rename_keeps_every_point_tag_and_type(
     provisioning = tmp_path / "provisioning"
     _render(provisioning, tmp_path / "config.py", "power")
 
+    # config.py still has a sensor writing power: refused, nothing touched.
+    common = [
+        "rename-series",
+        "power",
+        "power_w",
+        "--url",
+        influxd.url,
+        "--db",
+        "fieldstation",
+    ]
+    assert main([*common, "--config", str(tmp_path / "config.py")]) == 2
+    assert capsys.readouterr().err == (
+        f'fieldstation: {tmp_path / "config.py"}: m1 still write power: set measurement="power_w" there and restart '
+        "the agent first (then rename with --merge), or --force\n"
+    )
+    assert points(influxd, "power") == raw_before
+
     rc = main(
         ["rename-series", "power", "power_w", "--url", influxd.url, "--db", "fieldstation",
-         "--provisioning", str(provisioning), "--config", str(tmp_path / "config.py")]
+         "--provisioning", str(provisioning), "--config", str(tmp_path / "config.py"), "--force"]
     )  # fmt: skip
     assert rc == 0
     out, err = capsys.readouterr()

@@ -140,26 +140,30 @@ def cmd_rename(args: argparse.Namespace) -> int:
 
     if args.old == args.new:
         raise ConfigError("rename-series: OLD and NEW are the same")
+    config = args.config or load_settings(args.settings).config
+    still = [s.name for s in load_sensors(config) if s.measurement_name == args.old] if config.exists() else []
+    if still and not args.force:
+        raise ConfigError(
+            f'{config}: {", ".join(still)} still write {args.old}: set measurement="{args.new}" there and restart '
+            "the agent first (then rename with --merge), or --force"
+        )
     t = _target(args)
     copied = rename.copy(t, args.old, args.new, merge=args.merge)
     for rp, n in copied.items():
         print(f"{rp}: {n} points copied into {args.new}, counts and field types verified")
-    rename.drop(t, args.old)
+    rename.drop(t, args.old, args.new, list(copied), merge=args.merge)
     print(f"{args.old}: dropped")
     gs = _grafana_settings(args.grafana)
     provisioning = args.provisioning or (Path(gs.provisioning_path) if gs else None)
     if provisioning is not None and provisioning.is_dir():
         for path in rename.rewrite_dashboards(provisioning, args.old, args.new):
             print(f"{path}: now reads {args.new}")
-    config = args.config or load_settings(args.settings).config
-    if config.exists():
-        still = [s.name for s in load_sensors(config) if s.measurement_name == args.old]
-        if still:
-            print(
-                f'{config}: {", ".join(still)} still write {args.old}: set measurement="{args.new}" there, '
-                "restart the agent and run fieldstation grafana render",
-                file=sys.stderr,
-            )
+    if still:
+        print(
+            f'{config}: {", ".join(still)} still write {args.old}: set measurement="{args.new}" there, '
+            "restart the agent and run fieldstation grafana render",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -229,6 +233,7 @@ def register(sub: Any, settings_help: str) -> None:
     sp.add_argument("old")
     sp.add_argument("new")
     sp.add_argument("--merge", action="store_true", help="copy into NEW even if it exists")
+    sp.add_argument("--force", action="store_true", help="even though config.py's sensors still write OLD")
     sp.add_argument("--provisioning", type=Path, help="Grafana's provisioning directory (default grafana.toml's)")
     sp.add_argument("--grafana", type=Path, help="grafana.toml (default /etc/fieldstation/grafana.toml if present)")
     sp.add_argument("--config", type=Path, help="config.py to check for sensors still writing OLD")

@@ -80,6 +80,10 @@ class Result:
 Check = Callable[[Inputs], tuple[str, str]]
 
 
+def _worst(*statuses: str) -> str:
+    return max(statuses, key=[SKIP, OK, WARN, FAIL].index)
+
+
 # -- drives -------------------------------------------------------------------------------------------------
 
 
@@ -111,7 +115,7 @@ def check_drives(inp: Inputs) -> tuple[str, str]:
         elif "noauto" in options:
             continue
         else:
-            status = WARN if "nofail" in options and status == OK else FAIL
+            status = _worst(status, WARN if "nofail" in options else FAIL)
             notes.append(f"{mount} not mounted")
     for mount in points:
         try:
@@ -120,9 +124,7 @@ def check_drives(inp: Inputs) -> tuple[str, str]:
             status, notes = FAIL, [*notes, f"{mount}: {exc.strerror}"]
             continue
         free = st.f_bavail / st.f_blocks if st.f_blocks else 1.0
-        level = FAIL if free < FREE_FAIL else WARN if free < FREE_WARN else OK
-        if level != OK:
-            status = FAIL if FAIL in (status, level) else WARN
+        status = _worst(status, FAIL if free < FREE_FAIL else WARN if free < FREE_WARN else OK)
         notes.append(f"{mount} {free:.0%} free ({st.f_bavail * st.f_frsize / GB:.1f} GB)")
     return status, "; ".join(notes)
 

@@ -128,7 +128,10 @@ def verify(t: Target, rp: str, old: str, new: str, *, merge: bool = False) -> No
             raise ConfigError(f"{rp}.{new}.{f}: type {new_types.get(f)}, {old} has {kind}; {old} kept")
 
 
-def drop(t: Target, old: str) -> None:
+def drop(t: Target, old: str, new: str, policies: list[str], *, merge: bool = False) -> None:
+    """Verify once more, right before dropping: a point that reached OLD since the copy keeps OLD."""
+    for rp in policies:
+        verify(t, rp, old, new, merge=merge)
     t.influx.query(f"DROP MEASUREMENT {ident(old)}", t.db)
 
 
