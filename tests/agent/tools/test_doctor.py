@@ -272,3 +272,19 @@ def test_a_nofail_drive_warns_unless_another_fails(tmp_path: Path) -> None:
         "LABEL=A /srv/a ext4 nofail 0 2\nLABEL=B /srv/b ext4 defaults 0 2\nLABEL=C /srv/c ext4 nofail 0 2\n"
     )
     assert doctor.check_drives(doctor.Inputs(fstab=fstab))[0] == "FAIL"
+
+
+def test_nut_answers_or_fails(upsd: Any) -> None:
+    """A real upsd with dummy-ups: the configured UPS answers; an unknown one, or upsd gone, is FAIL."""
+    ok = doctor.check_nut(doctor.Inputs(nut=[("127.0.0.1", upsd.port, "dummy")]))
+    assert ok == ("OK", f"dummy@127.0.0.1:{upsd.port} OL")
+    status, detail = doctor.check_nut(
+        doctor.Inputs(nut=[("127.0.0.1", upsd.port, "nope")])
+    )
+    assert status == "FAIL"
+    assert detail.startswith(f"nope@127.0.0.1:{upsd.port}: ")
+    upsd.stop_upsd()
+    assert (
+        doctor.check_nut(doctor.Inputs(nut=[("127.0.0.1", upsd.port, "dummy")]))[0]
+        == "FAIL"
+    )
