@@ -193,3 +193,15 @@ def test_bad_input_is_one_line(
     )
     err = capsys.readouterr().err
     assert err == f"fieldstation: {message}\n"
+
+
+def test_unknown_measurement_is_one_line(
+    influxd: LocalInfluxd, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(["spikes", "nothing", "--url", influxd.url, "--db", "fieldstation"]) == 2
+    )
+    assert (
+        capsys.readouterr().err
+        == "fieldstation: nothing: no such measurement in database fieldstation\n"
+    )

@@ -427,8 +427,16 @@ CHECKS: list[tuple[str, Check, str]] = [
     ("agent", check_agent, "systemctl status fieldstation-agent; journalctl -u fieldstation-agent"),
     ("spool", check_spool, "fieldstation status: a sink is not accepting writes"),
     ("stale-sensors", check_stale_sensors, "fieldstation sensors; check the stale sensor's wiring or device"),
-    ("backup", _backup_check("backup", "backup_max_age"), "journalctl -u fieldstation-backup; check the share"),
-    ("restore-drill", _backup_check("restore_drill", "drill_max_age"), "run the restore drill"),
+    (
+        "backup",
+        _backup_check("backup", "backup_max_age"),
+        "journalctl -u fieldstation-backup; fieldstation backup runs one now",
+    ),
+    (
+        "restore-drill",
+        _backup_check("restore_drill", "drill_max_age"),
+        "journalctl -u fieldstation-backup-verify; fieldstation backup verify runs one now",
+    ),
     ("clock", check_clock, "timedatectl; check the NTP servers are reachable"),
     ("power", check_power, "use the official power supply; cool the Pi"),
 ]

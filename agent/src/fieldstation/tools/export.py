@@ -52,7 +52,7 @@ def plan(
     """(query, tag columns, field → type of its exported values)."""
     types = field_types(t, rp, measurement)
     if not types:
-        raise ConfigError(f"{measurement}: no such measurement (or no fields) in database {t.db}")
+        raise ConfigError(f"{measurement}: no such measurement in database {t.db}{f' (policy {rp})' if rp else ''}")
     unknown = [f for f in fields if f not in types]
     if unknown:
         raise ConfigError(f"{measurement}: no field {unknown[0]!r} (fields: {', '.join(sorted(types))})")

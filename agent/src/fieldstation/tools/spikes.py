@@ -98,6 +98,8 @@ def find(
     o: Options,
 ) -> list[Spike]:
     types = field_types(t, rp, measurement)
+    if not types:
+        raise ConfigError(f"{measurement}: no such measurement in database {t.db}{f' (policy {rp})' if rp else ''}")
     if field not in types:
         known = ", ".join(sorted(types)) or "none"
         raise ConfigError(f"{measurement}: no field {field!r} (fields: {known})")
