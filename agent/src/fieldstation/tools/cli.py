@@ -179,17 +179,22 @@ def cmd_export(args: argparse.Namespace) -> int:
         duration_ns(args.every)  # a one-line error for a bad interval, before InfluxDB sees it
     t = _target(args)
     span = time_range(args.start, args.end, args.last)
-    n = export.export(
-        t,
-        args.measurement,
-        rp=args.rp,
-        fields=args.field,
-        tags=tag_filter(args.where),
-        span=span,
-        every=args.every,
-        fmt=fmt,
-        output=args.output,
-    )
+    try:
+        n = export.export(
+            t,
+            args.measurement,
+            rp=args.rp,
+            fields=args.field,
+            tags=tag_filter(args.where),
+            span=span,
+            every=args.every,
+            fmt=fmt,
+            output=args.output,
+        )
+    except BrokenPipeError:
+        # `fieldstation export … | head`: the reader has gone; stop quietly (Python's documented recipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     print(f"export: {n} rows{f' to {args.output}' if args.output else ''}", file=sys.stderr)
     return 0
 
