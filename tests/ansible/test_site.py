@@ -259,3 +259,20 @@ def test_sftp_accounts_are_chrooted_into_the_inbox(station: Station) -> None:
     assert "/srv/data/inbox/mv2/acme /srv/data/sftp/acme/upload none bind" in fstab
     keys = (station.root / "etc/ssh/authorized_keys.d/acme").read_text()
     assert keys.startswith("ssh-ed25519 ")
+
+
+def test_backup_timers_are_enabled_and_the_share_secret_is_root_only(station: Station) -> None:
+    b = station.booted
+    for timer in ("fieldstation-backup.timer", "fieldstation-backup-verify.timer"):
+        assert b.run(["systemctl", "is-enabled", timer]).stdout.strip() == "enabled"
+        b.wait_until(f"systemctl is-active {timer} | grep -qx active", timeout=60)
+    assert "03:15:00" in b.run(["systemctl", "show", "-p", "TimersCalendar", "fieldstation-backup.timer"]).stdout
+    assert b.run(["stat", "-c", "%a %U", "/etc/fieldstation/backup.credentials"]).stdout.split() == ["600", "root"]
+    assert f"password={BACKUP_PASSWORD}" in (station.root / "etc/fieldstation/backup.credentials").read_text()
+    assert BACKUP_PASSWORD not in (station.root / "etc/fieldstation/backup.toml").read_text()
+    # One run inside the sandbox (its writable paths exist, its settings parse): no NAS, so one clear line.
+    b.run(["systemctl", "start", "fieldstation-backup.service"], timeout=120)
+    journal = b.journal("fieldstation-backup.service")
+    assert "fieldstation backup: //127.0.0.1/backup: cannot connect to 127.0.0.1:445" in journal, journal
+    assert "Traceback" not in journal and "226/NAMESPACE" not in journal
+    b.run(["systemctl", "reset-failed", "fieldstation-backup.service"])
