@@ -6,6 +6,7 @@ share that fills up for real: Samba answers STATUS_DISK_FULL). Everything is sto
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -90,9 +91,9 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.fixture
-def samba(tmp_path: Path) -> Iterator[Samba]:
-    t = tmp_path / "smb"
+@contextlib.contextmanager
+def running_samba(t: Path) -> Iterator[Samba]:
+    """smbd on a free loopback port with its state under ``t``; the benchmark uses it too."""
     for d in ("private", "lock", "state", "cache", "pid", "ncalrpc", "log", "share", "small"):
         (t / d).mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SMALL_BYTES}", "tmpfs", str(t / "small")], check=True)
@@ -123,6 +124,12 @@ def samba(tmp_path: Path) -> Iterator[Samba]:
                 proc.kill()
                 proc.wait(5)
         subprocess.run(["umount", "-l", str(t / "small")], check=False)
+
+
+@pytest.fixture
+def samba(tmp_path: Path) -> Iterator[Samba]:
+    with running_samba(tmp_path / "smb") as server:
+        yield server
 
 
 @pytest.fixture

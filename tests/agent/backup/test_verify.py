@@ -50,3 +50,11 @@ def test_compare_finds_lost_points_and_a_different_last_point() -> None:
     assert compare("db", {}, restored, live) == []  # the live database has more: writes after the backup
     assert compare("db", {}, live, restored) == ["db.raw.t: the backup holds points the live database lacks "
                                                 "({'value': 12})"]
+
+
+def test_a_drill_of_a_stale_backup_fails_with_one_line(station: Station, capsys: pytest.CaptureFixture[str]) -> None:
+    assert station.cli("backup", "--no-record") == 0
+    station.write_settings(verify_max_age_h=1e-6)
+    assert station.cli("backup", "verify", "--no-record") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "restore drill failed: latest backup is 0 h old (limit 1e-06 h)" in err

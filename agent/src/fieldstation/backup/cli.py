@@ -56,6 +56,8 @@ def _run(args: argparse.Namespace, kind: str, fn: Any) -> int:
         rc = 0 if ok else 1
     except (BackupError, ShareError, InfluxError, ConfigError) as exc:
         print(f"fieldstation {args.command}: {exc}", file=sys.stderr)
+    except OSError as exc:  # local: the staging folder full, the SD card unreadable
+        print(f"fieldstation {args.command}: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
     if not args.no_record:
         try:
             record(args.agent_settings, kind, ok=ok, size=size, duration_s=time.monotonic() - start)
@@ -84,6 +86,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     def job(settings: Any) -> tuple[bool, int]:
         drill = run_verify(settings, host=args.host, say=_say)
+        if not drill.ok:
+            more = f" (and {len(drill.problems) - 1} more)" if len(drill.problems) > 1 else ""
+            print(f"fieldstation backup: restore drill failed: {drill.problems[0]}{more}", file=sys.stderr)
         return drill.ok, drill.bytes
 
     return _run(args, "restore_drill", job)
