@@ -32,7 +32,7 @@ from fieldstation.settings import AgentSettings, load_settings
 from fieldstation.spool import SpoolError
 
 EXAMPLE_CONFIG = Path(__file__).with_name("example_config.py")
-FEATURE_COMMANDS: tuple[str, ...] = ("fieldstation.tools.cli", "fieldstation.backup.cli")
+FEATURE_COMMANDS: tuple[str, ...] = ("fieldstation.tools.cli", "fieldstation.backup.cli", "fieldstation.firstboot")
 EXIT_USAGE = 2
 
 
