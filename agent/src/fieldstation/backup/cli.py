@@ -110,23 +110,28 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(sp: argparse.ArgumentParser, settings_help: str) -> None:
+def _settings(sp: argparse.ArgumentParser, default: object = DEFAULT_BACKUP_SETTINGS) -> None:
     sp.add_argument(
-        "--settings",
-        type=Path,
-        default=DEFAULT_BACKUP_SETTINGS,
-        help=f"backup settings (default {DEFAULT_BACKUP_SETTINGS})",
+        "--settings", type=Path, default=default, help=f"backup settings (default {DEFAULT_BACKUP_SETTINGS})"
     )
+
+
+def _host(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--host", help="whose backups (default this host's name)")
 
 
-def register(sub: Any, settings_help: str) -> None:
-    sp = sub.add_parser(
-        "backup",
-        help="Back up InfluxDB, Grafana and the configs to the SMB share, then rotate.",
-        description="Back up InfluxDB, Grafana and the configs to the SMB share, then rotate.",
+def _recording(sp: argparse.ArgumentParser, settings_help: str, default: object = None) -> None:
+    sp.add_argument(
+        "--agent-settings", type=Path, default=default, help=settings_help + "; its spool gets the result reading"
     )
-    _common(sp, settings_help)
+    no_record = False if default is None else default
+    sp.add_argument("--no-record", action="store_true", default=no_record, help="do not record the result")
+
+
+def register(sub: Any, settings_help: str) -> None:
+    text = "Back up InfluxDB, Grafana and the configs to the SMB share, then rotate."
+    sp = sub.add_parser("backup", help=text, description=text)
+    _settings(sp)
     sp.add_argument(
         "--sd-image",
         nargs="?",
@@ -134,19 +139,19 @@ def register(sub: Any, settings_help: str) -> None:
         metavar="DEVICE",
         help="also stream a gzip of the whole SD card (default: sd_device of the settings)",
     )
-    sp.add_argument("--agent-settings", type=Path, help=settings_help + "; its spool gets the result reading")
-    sp.add_argument("--no-record", action="store_true", help="do not record the result in the spool")
-    sp.set_defaults(fn=cmd_backup, backup_command=None)
+    _recording(sp, settings_help)
+    sp.set_defaults(fn=cmd_backup, backup_command=None, host=None)
     verbs = sp.add_subparsers(dest="backup_command", metavar="COMMAND")
     text = "The restore drill: restore the latest backup into scratch databases and compare with the live ones."
     vp = verbs.add_parser("verify", help=text, description=text)
-    _common(vp, settings_help)
-    vp.add_argument("--agent-settings", type=Path, help=settings_help + "; its spool gets the result reading")
-    vp.add_argument("--no-record", action="store_true", help="do not record the result in the spool")
-    vp.set_defaults(fn=cmd_backup)
+    # SUPPRESS: an option given before `verify` is not reset by the sub-command's own default.
+    _settings(vp, argparse.SUPPRESS)
+    _host(vp)
+    _recording(vp, settings_help, argparse.SUPPRESS)
 
     text = "Restore InfluxDB, Grafana and the configs from a backup on the share (default the latest)."
     rp = sub.add_parser("restore", help=text, description=text)
     rp.add_argument("backup", nargs="?", help="the backup's name (a UTC stamp like 20260130T021500Z) or 'latest'")
-    _common(rp, settings_help)
+    _settings(rp)
+    _host(rp)
     rp.set_defaults(fn=cmd_restore)
