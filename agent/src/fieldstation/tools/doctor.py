@@ -218,7 +218,9 @@ def _backup_check(kind: str, max_age_attr: str) -> Check:
     @_needs_influx
     def check(inp: Inputs) -> tuple[str, str]:
         max_age = getattr(inp, max_age_attr)
-        q = f'SELECT last("ok") AS "ok" FROM "fieldstation_backup" WHERE "kind" = \'{kind}\''  # noqa: S608  (constants)
+        from fieldstation.backup.cli import MEASUREMENT  # the backup jobs' own name for their readings
+
+        q = f'SELECT last("ok") AS "ok" FROM "{MEASUREMENT}" WHERE "kind" = \'{kind}\''  # noqa: S608  (constants)
         rows = _last(inp, q)
         if not rows:
             return WARN, f"no {kind.replace('_', ' ')} recorded yet"
