@@ -66,18 +66,26 @@ def restore(target: InfluxTarget, src: Path, db: str, newdb: str, timeout: float
         str(src),
         what=f"InfluxDB restore of {db} as {newdb} via {target.rpc}",
     )
-    # The restored shards open in the background; until then queries fail with "engine is closed".
+    # influxd restore returns once it has sent the shards; the server imports each one after that (disabled
+    # meanwhile: "shard is disabled", "engine is closed"). Done when two counts half a second apart agree.
     client = target.client
     deadline = time.monotonic() + timeout
+    last: object = None
     while True:
         try:
-            for rp in policies(client, newdb):
+            now = [
                 client.query(f'SELECT count(*) FROM "{newdb}"."{rp}"./.*/', newdb)  # noqa: S608 -- InfluxDB's names
-            return
+                for rp in policies(client, newdb)
+            ]
+            if now == last:
+                return
+            last = now
         except InfluxError as exc:
-            if "engine is closed" not in str(exc) or time.monotonic() > deadline:
+            if not _transient(exc) or time.monotonic() > deadline:
                 raise
-            time.sleep(0.2)
+        if time.monotonic() > deadline:
+            raise BackupError(f"InfluxDB restore of {db} as {newdb}: still importing after {timeout:g} s")
+        time.sleep(0.5)
 
 
 def databases(influx: Influx) -> list[str]:
@@ -88,8 +96,23 @@ def policies(influx: Influx, db: str) -> list[str]:
     return [str(r["name"]) for r in influx.rows(f'SHOW RETENTION POLICIES ON "{db}"')]
 
 
-def _series(influx: Influx, q: str, db: str) -> list[dict[str, Any]]:
-    return [s for res in influx.query(q, db, epoch="ns") for s in res.get("series", [])]
+#: What InfluxDB answers about a shard a restore has just imported, until it is open and enabled.
+TRANSIENT = ("engine is closed", "shard is disabled")
+
+
+def _transient(exc: InfluxError) -> bool:
+    return any(t in str(exc) for t in TRANSIENT)
+
+
+def _series(influx: Influx, q: str, db: str, timeout: float = 60.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return [s for res in influx.query(q, db, epoch="ns") for s in res.get("series", [])]
+        except InfluxError as exc:
+            if not _transient(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def census(influx: Influx, db: str, until_ns: int, since: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
