@@ -318,8 +318,8 @@ def apply_user(root: Path, user: User) -> None:
         _run(["useradd", *prefix, "--create-home", "--shell", "/bin/bash", "--groups", "sudo", user.name])
         # No password to type (SSH takes keys only), so sudo must not ask for one; as base_admin_users get it.
         sudoers = root / "etc/sudoers.d/fieldstation-firstboot"
-        present = sudoers.read_text() if sudoers.exists() else ""
-        _write(sudoers, present + f"{user.name} ALL=(ALL:ALL) NOPASSWD: ALL\n", 0o440)
+        rules = sudoers.read_text() if sudoers.exists() else ""
+        _write(sudoers, rules + f"{user.name} ALL=(ALL:ALL) NOPASSWD: ALL\n", 0o440)
     if user.password_hash:
         _run(["usermod", *prefix, "--password", user.password_hash, user.name])
     entry = _passwd_entry(root, user.name)
