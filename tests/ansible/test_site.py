@@ -30,6 +30,8 @@ PASSWORDS = {
     "grafana_admin_password": "gr4fana-Admin-pw",
 }
 
+BACKUP_PASSWORD = "b4ckup-Share-pw"
+
 
 def ssh_key(tmp: Path, name: str = "id") -> str:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / name)], check=True)
@@ -61,6 +63,9 @@ def inventory(tmp: Path) -> dict[str, object]:
         "sftp_clients": [{"name": "acme", "ssh_keys": [ssh_key(tmp, "logger")]}],
         "grafana_install": False,
         "grafana_alert_emails": ["lab@example.org"],
+        # A NAS that is not there: the units must install and run sandboxed, and fail with one line.
+        "backup_enabled": True, "backup_share": "//127.0.0.1/backup", "backup_user": "fieldstation",
+        "backup_password": BACKUP_PASSWORD, "backup_schedule": "*-*-* 03:15:00", "backup_timeout": 5,
     }
 
 
