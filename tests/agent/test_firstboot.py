@@ -20,6 +20,7 @@ from fieldstation.firstboot import (
     grow_partition,
     parse_cloud_init,
     parse_settings,
+    scrub_wifi_password,
 )
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFieldstationTestKeyOnlyForTests0000000000 you@laptop"
@@ -181,6 +182,12 @@ def test_wifi_for_wpa_supplicant_or_networkmanager(tmp_path: Path) -> None:
     assert 'ssid="My \\"Lab\\""' in conf.read_text() and "country=DE" in conf.read_text()
     assert conf.stat().st_mode & 0o777 == 0o600
     assert (root / "etc/systemd/system/multi-user.target.wants/wpa_supplicant@wlan0.service").is_symlink()
+    settings = tmp_path / "fieldstation.txt"
+    settings.write_text("wifi_ssid=Lab\n  wifi_password = s3cret-wifi-pw\nwifi_country=DE\n")
+    scrub_wifi_password(settings)
+    assert settings.read_text() == (
+        "wifi_ssid=Lab\n#wifi_password=(applied on the first boot and removed from this file)\nwifi_country=DE\n"
+    )
     (root / "usr/sbin").mkdir(parents=True)
     (root / "usr/sbin/NetworkManager").touch()
     path = apply_wifi(root, wifi)
@@ -201,6 +208,7 @@ def test_the_command_applies_what_is_valid_reports_the_rest_and_runs_once(
     assert (root / "etc/hostname").read_text() == "station-9\n"
     assert "127.0.1.1\tstation-9" in (root / "etc/hosts").read_text()
     assert (root / "home/admin/.ssh/authorized_keys").read_text() == KEY + "\n"
+    assert "wifi_country=XYZ" in (boot / "fieldstation.txt").read_text()  # nothing applied, nothing scrubbed
     errors = [line for line in out.splitlines() if "wifi_" in line]
     assert errors == [f"fieldstation firstboot: {boot}/fieldstation.txt: wifi_password or wifi_country given without "
                       "wifi_ssid"]

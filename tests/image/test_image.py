@@ -253,6 +253,7 @@ def test_the_first_boot_applies_the_cards_settings(station: Station) -> None:
     assert b.run(["stat", "-c", "%a", "/etc/wpa_supplicant/wpa_supplicant-wlan0.conf"]).stdout.strip() == "600"
     journal = b.journal("fieldstation-firstboot.service")
     assert "s3cret-wifi-pw" not in journal  # the Wi-Fi password is not logged
+    assert "s3cret-wifi-pw" not in b.run(["cat", "/boot/firmware/fieldstation.txt"]).stdout  # nor left on the FAT
 
 
 def test_host_keys_machine_id_and_secrets_are_made_on_the_card(station: Station) -> None:

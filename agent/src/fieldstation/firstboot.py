@@ -19,6 +19,7 @@ and grows the ext4 filesystem into it, online; outside a real block device (a co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -403,7 +404,21 @@ def firstboot(root: Path, boot: Path, admin: str) -> list[str]:
     if settings.wifi:
         print(f"fieldstation firstboot: Wi-Fi {settings.wifi.ssid!r} ({settings.wifi.country}) in "
               f"{apply_wifi(root, settings.wifi)}")
+        scrub_wifi_password(boot / SETTINGS_FILE)
     return errors
+
+
+def scrub_wifi_password(path: Path) -> None:
+    """Once applied (0600, root), the Wi-Fi password leaves fieldstation.txt, which anyone holding the card reads."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except OSError:
+        return
+    kept = ["#wifi_password=(applied on the first boot and removed from this file)"
+            if re.match(r"^\s*wifi_password\s*=", line) else line for line in lines]
+    if kept != lines:
+        with contextlib.suppress(OSError):  # a read-only boot partition keeps it; the settings still apply
+            path.write_text("\n".join(kept) + "\n")
 
 
 # -- growing the root filesystem ----------------------------------------------------------------------------------
