@@ -375,6 +375,16 @@ def test_backup_rule_alerts_when_the_last_good_backup_is_too_old(station: Statio
     assert last == 123456789
 
 
+def test_a_failed_restore_drill_alerts_for_a_week(station: Station) -> None:
+    r = rule(station, "The restore drill failed")
+    assert evaluate_rule(station.influx, DB, r, station.T) == "Normal"  # the seeded drill passed
+    failed = station.T + 3600_000  # after every other test's window
+    station.influx.write([f"fieldstation_backup,kind=restore_drill ok=false,bytes=0i,duration_s=3.5 {failed * 10**6}"],
+                         DB, "raw")
+    assert evaluate_rule(station.influx, DB, r, failed + 60_000) == "Alerting"
+    assert evaluate_rule(station.influx, DB, r, failed + 8 * DAY) == "Normal"
+
+
 def test_a_failed_remote_shutdown_alerts(station: Station) -> None:
     r = rule(station, "A remote shutdown failed")
     assert evaluate_rule(station.influx, DB, r, station.T) == "Alerting"

@@ -286,12 +286,40 @@ def backup_rule(gs: GrafanaSettings) -> dict[str, Any]:
     )
 
 
+#: The restore drill runs weekly: a failed one alerts until it is a week old (the next drill's result by then).
+DRILL_WINDOW_S = 7 * 86400
+
+
+def drill_rule(gs: GrafanaSettings) -> dict[str, Any]:
+    """A failed restore drill (``fieldstation backup verify``): the backups may not restore."""
+    query = (
+        'SELECT count("duration_s") FROM "raw"."fieldstation_backup" '
+        'WHERE "kind" = \'restore_drill\' AND "ok" = false AND $timeFilter'
+    )
+    return rule(
+        _uid("restore-drill", "restore-drill"),
+        "The restore drill failed",
+        query,
+        DRILL_WINDOW_S,
+        "last",
+        "$B > 0",
+        for_="0s",
+        no_data="OK",
+        labels={"kind": "backup", "event": "restore-drill-failed"},
+        summary="The weekly restore drill failed: the latest backup may not restore",
+        description="fieldstation backup verify restores the latest backup into a scratch database and compares it "
+        "with the live one; journalctl -u fieldstation-backup-verify says what differed.",
+        threshold="every restore drill passes",
+        link=f"{gs.url}/d/{UIDS['agent']}",
+    )
+
+
 def rules_file(sensors: list[Sensor], nuts: list[Sensor], gs: GrafanaSettings) -> dict[str, Any]:
     groups = [
         ("sensor limits", limit_rules(sensors, gs)),
         ("stale sensors", stale_rules(sensors, gs)),
         ("ups", [*ups_rules(nuts, gs), remote_shutdown_rule(gs)] if nuts else []),
-        ("backups", [backup_rule(gs)]),
+        ("backups", [backup_rule(gs), drill_rule(gs)]),
     ]
     return {
         "apiVersion": 1,
