@@ -59,3 +59,32 @@ def test_an_unknown_backup_name_is_one_line(station: Station, capsys: pytest.Cap
     assert station.cli("restore", "20200101T000000Z") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "20200101T000000Z: no such complete backup" in err
+
+
+def test_a_config_archive_cannot_write_outside_its_directory(tmp_path: Path) -> None:
+    """The NAS may be writable by others: a member naming a path out of its destination is refused, an absolute
+    one lands inside the destination, and nothing is written elsewhere."""
+    import io
+    import tarfile
+
+    from fieldstation.backup.influx import BackupError
+    from fieldstation.backup.restore import restore_configs
+
+    def archive(member: str) -> Path:
+        src = tmp_path / "configs"
+        src.mkdir(exist_ok=True)
+        with tarfile.open(src / "fieldstation.tar.gz", "w:gz") as tar:
+            info = tarfile.TarInfo(member)
+            info.size = 4
+            info.mode = 0o4755  # setuid: dropped
+            tar.addfile(info, io.BytesIO(b"evil"))
+        return src
+
+    dest = tmp_path / "etc" / "fieldstation"
+    with pytest.raises(BackupError, match="cannot restore into"):
+        restore_configs(archive("../escaped.conf"), {"fieldstation": dest}, say=lambda _: None)
+    assert not (tmp_path / "etc" / "escaped.conf").exists()
+    restore_configs(archive(str(tmp_path / "abs.conf")), {"fieldstation": dest}, say=lambda _: None)
+    assert not (tmp_path / "abs.conf").exists()
+    inside = dest / str(tmp_path / "abs.conf").lstrip("/")
+    assert inside.read_bytes() == b"evil" and not inside.stat().st_mode & 0o4000

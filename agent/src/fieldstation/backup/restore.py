@@ -159,7 +159,9 @@ def restore_configs(src: Path, configs: dict[str, Path], say: Callable[[str], No
         dest.mkdir(parents=True, exist_ok=True)
         try:
             with tarfile.open(archive) as tar:
-                tar.extractall(dest, filter="fully_trusted" if os.geteuid() == 0 else "data")  # noqa: S202 -- ours
+                # "tar": owners and modes kept (root restores them), but no member may land outside dest, link out
+                # of it, or carry setuid bits: the archive comes from a NAS that others may write to.
+                tar.extractall(dest, filter="tar")
         except (OSError, tarfile.TarError) as exc:
             raise BackupError(f"{archive}: cannot restore into {dest}: {exc}") from None
         say(f"configs: {dest}")
