@@ -30,6 +30,9 @@ PASSWORDS = {
     "grafana_admin_password": "gr4fana-Admin-pw",
 }
 
+
+CLIENT_PASSWORDS = {"acme": "acme-Reader-pw1", "alice": "al1ce-Login-pw"}
+
 BACKUP_PASSWORD = "b4ckup-Share-pw"
 
 
@@ -66,6 +69,10 @@ def inventory(tmp: Path) -> dict[str, object]:
         # A NAS that is not there: the units must install and run sandboxed, and fail with one line.
         "backup_enabled": True, "backup_share": "//127.0.0.1/backup", "backup_user": "fieldstation",
         "backup_password": BACKUP_PASSWORD, "backup_schedule": "*-*-* 03:15:00", "backup_timeout": 5,
+        "influxdb_clients": [{"name": "acme", "password": CLIENT_PASSWORDS["acme"]}],
+        "grafana_client_orgs": True,
+        "grafana_client_logins": [{"client": "acme", "login": "alice", "email": "alice@acme.example",
+                                   "password": CLIENT_PASSWORDS["alice"]}],
     }
 
 
@@ -202,6 +209,17 @@ def test_grafana_provisioning_is_rendered_even_without_the_package(station: Stat
     assert (prov / "datasources/fieldstation.yaml").exists()
     assert (prov / "dashboards/fieldstation/fieldstation-overview.json").exists()
     assert (prov / "dashboards/fieldstation/fieldstation-ups.json").exists() is False  # the example has no nut sensor
+    # The client's organization comes from `fieldstation grafana orgs` once Grafana runs: its secrets file is
+    # root's alone, its datasource credentials reach Grafana only through the environment file.
+    orgs = station.booted.run(["stat", "-c", "%a %U", "/etc/fieldstation/grafana-orgs.toml"]).stdout.split()
+    assert orgs == ["600", "root"]
+    assert CLIENT_PASSWORDS["alice"] in (station.root / "etc/fieldstation/grafana-orgs.toml").read_text()
+    assert f"FIELDSTATION_CLIENT_ACME_PASSWORD={CLIENT_PASSWORDS['acme']}" in (
+        station.root / "etc/default/grafana-server").read_text()
+    grafana_toml = (station.root / "etc/fieldstation/grafana.toml").read_text()
+    assert "organizations = true" in grafana_toml and 'database = "client_acme"' in grafana_toml
+    rendered = "".join(p.read_text() for p in prov.rglob("*.yaml"))
+    assert CLIENT_PASSWORDS["acme"] not in rendered and "fs-client-acme" not in rendered  # no organization yet
     log("skipped: installing grafana itself (Grafana's apt repository is unreachable from a build machine)")
 
 
