@@ -134,12 +134,12 @@ def render_files(
         dashboards.agent(gs),
     ]
     out = {
-        f"datasources/{PREFIX}.yaml": _yaml(datasource_file(gs, orgs)),
-        f"dashboards/{PREFIX}.yaml": _yaml(provider_file(gs, with_campaigns=ingest is not None, orgs=orgs)),
-        f"alerting/{PREFIX}-rules.yaml": _yaml(alerting.rules_file(sensors, nuts, gs)),
-        f"alerting/{PREFIX}-contact-points.yaml": _yaml(alerting.contact_points_file(gs)),
-        f"alerting/{PREFIX}-policies.yaml": _yaml(alerting.policies_file(sensors, nuts, gs)),
-        f"alerting/{PREFIX}-templates.yaml": _yaml(alerting.templates_file()),
+        f"datasources/{PREFIX}.yaml": yaml_text(datasource_file(gs, orgs)),
+        f"dashboards/{PREFIX}.yaml": yaml_text(provider_file(gs, with_campaigns=ingest is not None, orgs=orgs)),
+        f"alerting/{PREFIX}-rules.yaml": yaml_text(alerting.rules_file(sensors, nuts, gs)),
+        f"alerting/{PREFIX}-contact-points.yaml": yaml_text(alerting.contact_points_file(gs)),
+        f"alerting/{PREFIX}-policies.yaml": yaml_text(alerting.policies_file(sensors, nuts, gs)),
+        f"alerting/{PREFIX}-templates.yaml": yaml_text(alerting.templates_file()),
     }
     for board in boards:
         if board is not None:
@@ -161,7 +161,8 @@ class _Dumper(yaml.SafeDumper):
         return True  # repeated values are written out, never as &anchors a reader must follow
 
 
-def _yaml(data: dict[str, Any]) -> str:
+def yaml_text(data: dict[str, Any]) -> str:
+    """A provisioning file as render writes it (header, sorted keys, no anchors): rename-series re-writes with it."""
     body = yaml.dump(data, Dumper=_Dumper, sort_keys=True, allow_unicode=True, width=120, default_flow_style=False)
     return HEADER + body
 

@@ -156,7 +156,7 @@ def provisioning_files(provisioning: Path) -> Iterator[Path]:
 
 def rewrite_dashboards(provisioning: Path, old: str, new: str) -> list[Path]:
     """Point the rendered dashboards and alert rules at NEW; returns the files changed."""
-    from fieldstation.grafana import _yaml
+    from fieldstation.grafana import yaml_text
 
     # A measurement in a query is always quoted and follows its policy: "raw"."OLD" or "$rp"."OLD".
     pattern = re.compile(r"(?<=\.)" + re.escape(ident(old)) + r"(?=[\s,;)]|$)")
@@ -168,7 +168,7 @@ def rewrite_dashboards(provisioning: Path, old: str, new: str) -> list[Path]:
             out = json.dumps(_rewrite(data, pattern, ident(new)), indent=2, sort_keys=True) + "\n"
         else:
             data = yaml.safe_load(text)
-            out = _yaml(_rewrite(data, pattern, ident(new)))
+            out = yaml_text(_rewrite(data, pattern, ident(new)))
         if out != text:
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_text(out, encoding="utf-8")
