@@ -15,6 +15,20 @@ class InfluxError(Exception):
     """InfluxDB refused a statement or could not be reached; one line."""
 
 
+def reason(exc: BaseException) -> str:
+    """What went wrong with a request, in words: "connection refused", "no answer within 30 s", not urllib's repr."""
+    inner = exc.reason if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException) else exc
+    if isinstance(inner, TimeoutError):
+        return "no answer in time"
+    if isinstance(inner, OSError) and inner.strerror:
+        return f"cannot connect: {inner.strerror.lower()}"
+    if isinstance(inner, urllib.error.URLError):
+        return f"cannot connect: {inner.reason}"
+    if isinstance(inner, ValueError):
+        return f"not an InfluxDB answer ({inner})"
+    return f"{type(inner).__name__}: {inner}"
+
+
 class Influx:
     def __init__(self, url: str, auth: tuple[str, str] | None = None) -> None:
         self.url = url.rstrip("/")
@@ -29,7 +43,7 @@ class Influx:
                     return
             except OSError as exc:
                 if time.monotonic() >= deadline:
-                    raise InfluxError(f"{self.url}: not answering after {timeout:g} s ({exc})") from None
+                    raise InfluxError(f"{self.url}: not answering after {timeout:g} s ({reason(exc)})") from None
                 time.sleep(0.5)
 
     def query(self, q: str, db: str | None = None, *, epoch: str | None = None) -> list[dict[str, Any]]:
@@ -51,7 +65,7 @@ class Influx:
             text = exc.read().decode(errors="replace").strip()
             raise InfluxError(f"{self.url}: {exc.code} {text}") from None
         except (OSError, ValueError) as exc:
-            raise InfluxError(f"{self.url}: {type(exc).__name__}: {exc}") from None
+            raise InfluxError(f"{self.url}: {reason(exc)}") from None
         results: list[dict[str, Any]] = body.get("results", [])
         for res in results:
             if "error" in res:
@@ -73,7 +87,7 @@ class Influx:
             text = exc.read().decode(errors="replace").strip()
             raise InfluxError(f"{self.url}: write: {exc.code} {text}") from None
         except OSError as exc:
-            raise InfluxError(f"{self.url}: write: {type(exc).__name__}: {exc}") from None
+            raise InfluxError(f"{self.url}: write: {reason(exc)}") from None
 
     def rows(self, q: str, db: str | None = None, *, epoch: str | None = None) -> list[dict[str, Any]]:
         """Every row of every series, as dicts with the series' tags merged in."""
