@@ -34,6 +34,7 @@ PASSWORDS = {
 CLIENT_PASSWORDS = {"acme": "acme-Reader-pw1", "alice": "al1ce-Login-pw"}
 
 BACKUP_PASSWORD = "b4ckup-Share-pw"
+SIGNING_KEY = "s1gning-Key-for-manifests"
 
 
 def ssh_key(tmp: Path, name: str = "id") -> str:
@@ -68,7 +69,8 @@ def inventory(tmp: Path) -> dict[str, object]:
         "grafana_alert_emails": ["lab@example.org"],
         # A NAS that is not there: the units must install and run sandboxed, and fail with one line.
         "backup_enabled": True, "backup_share": "//127.0.0.1/backup", "backup_user": "fieldstation",
-        "backup_password": BACKUP_PASSWORD, "backup_schedule": "*-*-* 03:15:00", "backup_timeout": 5,
+        "backup_password": BACKUP_PASSWORD, "backup_signing_key": SIGNING_KEY,
+        "backup_schedule": "*-*-* 03:15:00", "backup_timeout": 5,
         "influxdb_clients": [{"name": "acme", "password": CLIENT_PASSWORDS["acme"]}],
         "grafana_client_orgs": True,
         "grafana_client_logins": [{"client": "acme", "login": "alice", "email": "alice@acme.example",
@@ -291,7 +293,8 @@ def test_backup_timers_are_enabled_and_the_share_secret_is_root_only(station: St
         b.wait_until(f"systemctl is-active {timer} | grep -qx active", timeout=60)
     assert "03:15:00" in b.run(["systemctl", "show", "-p", "TimersCalendar", "fieldstation-backup.timer"]).stdout
     assert b.run(["stat", "-c", "%a %U", "/etc/fieldstation/backup.credentials"]).stdout.split() == ["600", "root"]
-    assert f"password={BACKUP_PASSWORD}" in (station.root / "etc/fieldstation/backup.credentials").read_text()
+    credentials = (station.root / "etc/fieldstation/backup.credentials").read_text()
+    assert f"password={BACKUP_PASSWORD}" in credentials and f"signing_key={SIGNING_KEY}" in credentials
     assert BACKUP_PASSWORD not in (station.root / "etc/fieldstation/backup.toml").read_text()
     # One run inside the sandbox (its writable paths exist, its settings parse): no NAS, so one clear line.
     b.run(["systemctl", "start", "fieldstation-backup.service"], timeout=120)

@@ -74,8 +74,9 @@ class Samba:
         """The share's folder on disk, to look at what landed there (or to damage it)."""
         return self.root / ("share" if share == "backup" else share)
 
-    def credentials_file(self, path: Path, password: str | None = None) -> Path:
-        path.write_text(f"username={self.user}\npassword={password or self.password}\n")
+    def credentials_file(self, path: Path, password: str | None = None, signing_key: str | None = None) -> Path:
+        key = f"signing_key={signing_key}\n" if signing_key else ""
+        path.write_text(f"username={self.user}\npassword={password or self.password}\n{key}")
         path.chmod(0o600)
         return path
 

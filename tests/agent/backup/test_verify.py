@@ -58,3 +58,29 @@ def test_a_drill_of_a_stale_backup_fails_with_one_line(station: Station, capsys:
     assert station.cli("backup", "verify", "--no-record") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "restore drill failed: latest backup is 0 h old (limit 1e-06 h)" in err
+
+
+def test_a_signed_backup_changed_on_the_nas_is_refused(station: Station, capsys: pytest.CaptureFixture[str]) -> None:
+    """Whoever can write to the NAS could swap a file and its checksum in the manifest; the signature catches it."""
+    import hashlib
+    import json
+
+    signed = station.samba.credentials_file(station.root / "signed.credentials", signing_key="k" * 24)
+    station.write_settings(credentials=str(signed))
+    assert station.cli("backup", "--no-record") == 0
+    assert station.cli("backup", "verify", "--no-record") == 0
+    assert "manifest: signature good" in capsys.readouterr().out
+
+    folder = next(next(station.samba.dir().iterdir()).iterdir())
+    archive = folder / "configs" / "fieldstation.tar.gz"
+    archive.write_bytes(b"planted")  # not even a tar: never reached, the manifest is refused first
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["configs/fieldstation.tar.gz"] = {"sha256": hashlib.sha256(b"planted").hexdigest(), "bytes": 7}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    assert station.cli("backup", "verify", "--no-record") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "manifest.json.hmac: does not match the manifest" in err
+
+    (folder / "manifest.json.hmac").unlink()
+    assert station.cli("backup", "verify", "--no-record") == 1
+    assert "missing: the backup is unsigned, and a signing key is set" in capsys.readouterr().err

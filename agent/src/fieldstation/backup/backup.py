@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import hmac
 import io
 import json
 import re
@@ -36,6 +37,12 @@ STAMP = "%Y%m%dT%H%M%SZ"
 _STAMP = re.compile(r"^\d{8}T\d{6}Z$")
 PARTIAL = ".partial-"
 MANIFEST = "manifest.json"
+#: HMAC-SHA256 of the manifest's bytes under the credentials' signing_key (hex), next to it.
+SIGNATURE = "manifest.json.hmac"
+
+
+def sign(key: str, body: bytes) -> str:
+    return hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
 SD_IMAGE = "sdcard.img.gz"
 
 
@@ -313,6 +320,9 @@ def _upload(
         manifest["files"][SD_IMAGE] = {"sha256": stream.sha.hexdigest(), "bytes": stream.size}
         sent += stream.size
     body = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    key = share.credentials.signing_key
+    if key is not None:
+        share.put(io.BytesIO(sign(key, body).encode()), f"{partial}/{SIGNATURE}")
     share.put(io.BytesIO(body), f"{partial}/{MANIFEST}")
     return sent + len(body)
 

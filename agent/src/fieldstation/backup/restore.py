@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ from fieldstation.backup import influx
 from fieldstation.backup.backup import (
     MANIFEST,
     SD_IMAGE,
+    SIGNATURE,
     STAMP,
     Progress,
     complete_backups,
@@ -34,6 +36,7 @@ from fieldstation.backup.backup import (
     influx_target,
     open_share,
     sha256,
+    sign,
 )
 from fieldstation.backup.influx import BackupError, InfluxTarget
 from fieldstation.backup.share import Share
@@ -52,12 +55,29 @@ def resolve(share: Share, host: str, name: str | None) -> str:
     return name
 
 
+def check_signature(share: Share, folder: str, body: bytes, say: Callable[[str], None]) -> None:
+    """With a signing key, the manifest (and through its checksums every file) must be the one the backup wrote."""
+    key = share.credentials.signing_key
+    if key is None:
+        say("manifest: not checked for tampering (no signing_key in the credentials)")
+        return
+    where = f"{share.url}/{folder}/{SIGNATURE}"
+    if not share.exists(f"{folder}/{SIGNATURE}"):
+        raise BackupError(f"{where}: missing: the backup is unsigned, and a signing key is set; refusing it")
+    signature = share.read_bytes(f"{folder}/{SIGNATURE}").decode(errors="replace").strip()
+    if not hmac.compare_digest(signature, sign(key, body)):
+        raise BackupError(f"{where}: does not match the manifest: changed on the NAS, or signed with another key")
+    say("manifest: signature good")
+
+
 def fetch(
     share: Share, folder: str, dest: Path, say: Callable[[str], None], *, sd_image: bool = False
 ) -> dict[str, Any]:
     """Download a backup (the SD-card image only if asked) and check every checksum; returns the manifest."""
+    body = share.read_bytes(f"{folder}/{MANIFEST}")
+    check_signature(share, folder, body, say)
     try:
-        manifest: dict[str, Any] = json.loads(share.read_bytes(f"{folder}/{MANIFEST}"))
+        manifest: dict[str, Any] = json.loads(body)
         files: dict[str, dict[str, Any]] = manifest["files"]
     except (ValueError, KeyError, TypeError):
         raise BackupError(f"{share.url}/{folder}/{MANIFEST}: not a Fieldstation manifest") from None

@@ -32,10 +32,13 @@ class Credentials:
     username: str
     password: str
     domain: str | None = None
+    #: Signs each backup's manifest (HMAC-SHA256): a restore refuses a backup changed on the NAS.
+    signing_key: str | None = None
 
 
 def read_credentials(path: Path) -> Credentials:
-    """A cifs-utils style credentials file (``username=``, ``password=``, optional ``domain=``), kept 0600."""
+    """A cifs-utils style credentials file (``username=``, ``password=``, optional ``domain=``), kept 0600, with
+    an optional ``signing_key=`` of ours (never sent to the NAS)."""
     try:
         mode = path.stat().st_mode & 0o777
         text = path.read_text(encoding="utf-8")
@@ -46,11 +49,14 @@ def read_credentials(path: Path) -> Credentials:
     values: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
-        if sep and key.strip() in ("username", "password", "domain"):
+        if sep and key.strip() in ("username", "password", "domain", "signing_key"):
             values[key.strip()] = value.rstrip("\r\n")
     if not values.get("username") or "password" not in values:
         raise ShareError(f"{path}: needs username= and password= lines")
-    return Credentials(values["username"], values["password"], values.get("domain"))
+    signing_key = values.get("signing_key") or None
+    if signing_key is not None and len(signing_key) < 16:
+        raise ShareError(f"{path}: signing_key= is shorter than 16 characters")
+    return Credentials(values["username"], values["password"], values.get("domain"), signing_key)
 
 
 @dataclass(frozen=True)
