@@ -21,9 +21,7 @@ RANGE = ["--start", "2026-01-01T00:00:00Z", "--end", "2026-01-02T00:00:00Z"]
 
 
 def _temp(i: int) -> float:
-    return (
-        18.0 + (i % 40) * 0.25 + (0.1 if i % 3 == 0 else 0.0)
-    )  # 0.1: a value with no exact binary form
+    return 18.0 + (i % 40) * 0.25 + (0.1 if i % 3 == 0 else 0.0)  # 0.1: a value with no exact binary form
 
 
 @pytest.fixture
@@ -33,47 +31,29 @@ def seeded(influxd: LocalInfluxd) -> LocalInfluxd:
         f"{T0 + i * 10**9 + 123_456_789}"
         for i in range(N)
     ]
-    lines += [
-        f"env,site=b temp={i * 0.5!r},count={-i}i {T0 + i * 60 * 10**9}"
-        for i in range(30)
-    ]
+    lines += [f"env,site=b temp={i * 0.5!r},count={-i}i {T0 + i * 60 * 10**9}" for i in range(30)]
     Influx(influxd.url).write(lines, "fieldstation")
     return influxd
+
+
+def export_env(server: LocalInfluxd, *extra: str) -> int:
+    """``fieldstation export env`` of the seeded day from ``server``, with ``extra`` options."""
+    return main(["export", "env", "--url", server.url, "--db", "fieldstation", *RANGE, *extra])
 
 
 def _expected(server: LocalInfluxd) -> list[dict[str, object]]:
     """What InfluxDB holds, series by series; a missing tag is None, the float 0.0 (JSON ``0``) a float."""
     rows = server.rows('SELECT * FROM "env" GROUP BY *', "fieldstation")
     keys = ("time", "site", "sensor", "count", "note", "ok", "temp")
-    out = [
-        {k: (r.get(k) or None) if k in ("site", "sensor") else r.get(k) for k in keys}
-        for r in rows
-    ]
+    out = [{k: (r.get(k) or None) if k in ("site", "sensor") else r.get(k) for k in keys} for r in rows]
     for r in out:
         r["temp"] = float(r["temp"])  # type: ignore[arg-type]
     return out
 
 
-def test_csv_round_trips(
-    seeded: LocalInfluxd, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_csv_round_trips(seeded: LocalInfluxd, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "env.csv"
-    assert (
-        main(
-            [
-                "export",
-                "env",
-                "--url",
-                seeded.url,
-                "--db",
-                "fieldstation",
-                *RANGE,
-                "-o",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert export_env(seeded, "-o", str(out)) == 0
     assert capsys.readouterr().err.endswith(f"export: {N + 30} rows to {out}\n")
     with out.open(newline="") as f:
         reader = csv.DictReader(f)
@@ -103,22 +83,7 @@ def test_csv_round_trips(
 
 def test_parquet_round_trips(seeded: LocalInfluxd, tmp_path: Path) -> None:
     out = tmp_path / "env.parquet"
-    assert (
-        main(
-            [
-                "export",
-                "env",
-                "--url",
-                seeded.url,
-                "--db",
-                "fieldstation",
-                *RANGE,
-                "-o",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert export_env(seeded, "-o", str(out)) == 0
     table = pq.read_table(out)
     assert [str(f.type) for f in table.schema] == [
         "timestamp[ns, tz=UTC]", "string", "string", "int64", "string", "bool", "double"
@@ -131,21 +96,8 @@ def test_parquet_round_trips(seeded: LocalInfluxd, tmp_path: Path) -> None:
     assert [{**g, "time": t} for g, t in zip(got, times, strict=True)] == expected
 
 
-def test_resampled_means(
-    seeded: LocalInfluxd, capsys: pytest.CaptureFixture[str]
-) -> None:
-    args = [
-        "export",
-        "env",
-        "--url",
-        seeded.url,
-        "--db",
-        "fieldstation",
-        *RANGE,
-        "--where",
-        "site=b",
-    ]
-    assert main([*args, "--every", "10m", "--field", "temp"]) == 0
+def test_resampled_means(seeded: LocalInfluxd, capsys: pytest.CaptureFixture[str]) -> None:
+    assert export_env(seeded, "--where", "site=b", "--every", "10m", "--field", "temp") == 0
     rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
     # site b: temp = i * 0.5 once a minute for 30 minutes → three 10-minute buckets.
     expected = [sum(i * 0.5 for i in range(b, b + 10)) / 10 for b in (0, 10, 20)]
@@ -179,34 +131,15 @@ def test_bad_input_is_one_line(
     extra: list[str],
     message: str,
 ) -> None:
-    assert (
-        main(["export", "env", "--url", seeded.url, "--db", "fieldstation", *extra])
-        == 2
-    )
+    assert main(["export", "env", "--url", seeded.url, "--db", "fieldstation", *extra]) == 2
     assert capsys.readouterr().err == f"fieldstation: {message}\n"
 
 
-def test_unreachable_server_is_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_unreachable_server_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from fieldstation.influxd import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
-    assert (
-        main(
-            [
-                "export",
-                "env",
-                "--url",
-                url,
-                "--db",
-                "fieldstation",
-                "-o",
-                str(tmp_path / "x.csv"),
-            ]
-        )
-        == 1
-    )
+    assert main(["export", "env", "--url", url, "--db", "fieldstation", "-o", str(tmp_path / "x.csv")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"fieldstation export: {url}: ") and err.count("\n") == 1
     assert not list(tmp_path.iterdir())
@@ -220,26 +153,9 @@ def test_progress_on_stderr(
 ) -> None:
     from fieldstation.tools import export
 
-    monkeypatch.setattr(
-        export, "PROGRESS_EVERY_S", 0.0
-    )  # every chunk, instead of every 2 s
+    monkeypatch.setattr(export, "PROGRESS_EVERY_S", 0.0)  # every chunk, instead of every 2 s
     out = tmp_path / "env.csv"
-    assert (
-        main(
-            [
-                "export",
-                "env",
-                "--url",
-                seeded.url,
-                "--db",
-                "fieldstation",
-                *RANGE,
-                "-o",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert export_env(seeded, "-o", str(out)) == 0
     lines = capsys.readouterr().err.splitlines()
     # One line per chunk (two series, one of them in two chunks), counting up; then the total.
     counts = [int(line.split()[1]) for line in lines[:-1]]
@@ -255,7 +171,4 @@ def test_user_needs_its_password_in_the_environment(
 ) -> None:
     monkeypatch.delenv("FIELDSTATION_INFLUX_PASSWORD", raising=False)
     assert main(["export", "env", "--url", seeded.url, "--user", "reader"]) == 2
-    assert (
-        capsys.readouterr().err
-        == "fieldstation: --user reader: set $FIELDSTATION_INFLUX_PASSWORD to its password\n"
-    )
+    assert capsys.readouterr().err == "fieldstation: --user reader: set $FIELDSTATION_INFLUX_PASSWORD to its password\n"
