@@ -31,6 +31,7 @@ from fieldstation import __version__
 from fieldstation.backup import influx
 from fieldstation.backup.influx import BackupError, InfluxTarget
 from fieldstation.backup.share import Share, ShareError, read_credentials
+from fieldstation.ingest.inbox import sha256_of
 from fieldstation.settings import BackupSettings
 
 STAMP = "%Y%m%dT%H%M%SZ"
@@ -84,14 +85,6 @@ class Progress:
         pct = f" ({100 * self.done / self.total:.0f} %)" if self.total else ""
         total = f"/{self.total / 1e6:.1f}" if self.total else ""
         self.out(f"{self.label}: {self.done / 1e6:.1f}{total} MB{pct}")
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def iso(ns_or_dt: int | dt.datetime | None) -> str | None:
@@ -264,7 +257,7 @@ def run_backup(settings: BackupSettings, *, sd_image: Path | None = None, say: C
             name = dt.datetime.fromisoformat(manifest["created"]).strftime(STAMP)
             files = sorted(p for p in work.rglob("*") if p.is_file())
             manifest["files"] = {
-                p.relative_to(work).as_posix(): {"sha256": sha256(p), "bytes": p.stat().st_size} for p in files
+                p.relative_to(work).as_posix(): {"sha256": sha256_of(p), "bytes": p.stat().st_size} for p in files
             }
             result = Result(name, files=manifest["files"])
             partial = f"{host}/{PARTIAL}{name}"

@@ -35,11 +35,11 @@ from fieldstation.backup.backup import (
     hostname,
     influx_target,
     open_share,
-    sha256,
     sign,
 )
 from fieldstation.backup.influx import BackupError, InfluxTarget
 from fieldstation.backup.share import Share
+from fieldstation.ingest.inbox import sha256_of
 from fieldstation.settings import BackupSettings
 
 
@@ -95,7 +95,7 @@ def fetch(
         local.parent.mkdir(parents=True, exist_ok=True)
         with local.open("wb") as out:
             share.get(f"{folder}/{rel}", out, progress)
-        if sha256(local) != meta["sha256"]:
+        if sha256_of(local) != meta["sha256"]:
             bad.append(rel)
     progress.show()
     if bad:
