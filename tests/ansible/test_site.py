@@ -9,6 +9,7 @@ Everything else installs and runs.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -48,8 +49,6 @@ def inventory(tmp: Path) -> dict[str, object]:
         "base_hostname": "fs-test",
         "base_timezone": "Europe/Paris",
         "base_admin_users": [{"name": "tester", "ssh_keys": [ssh_key(tmp)], "sudo": True}],
-        "hardening_open_tcp_ports": [{"port": 22, "comment": "ssh"}, {"port": 3000, "comment": "grafana"},
-                                     {"port": 8080, "comment": "uploads"}],
         # A drive that is not plugged in: declared, never blocking boot. The data stays on the root filesystem.
         "drives_list": [{"name": "usbcode", "label": "FS-CODE", "mount": "/srv/code", "fstype": "ext4"}],
         "drives_data_dir": "/srv/data",
@@ -174,12 +173,13 @@ def test_nut_answers_through_dummy_ups(station: Station) -> None:
     assert "MONITOR ups@127.0.0.1:3493 1 upsmon" in ups_conf and "primary" in ups_conf
 
 
-def test_the_firewall_opens_only_what_the_inventory_lists(station: Station) -> None:
+def test_the_firewall_follows_the_services(station: Station) -> None:
+    """The inventory lists no port: Grafana (enabled) and the upload endpoint (a source with a token) open their own;
+    upsd and InfluxDB listen on loopback only, so theirs stay closed."""
     rules = station.booted.run(["nft", "list", "ruleset"]).stdout
     assert "policy drop" in rules
-    assert "dport 22 " in rules or "dport 22\n" in rules or "dport { 22" in rules or "22, 3000" in rules
-    assert "3000" in rules and "8080" in rules
-    assert "3493" not in rules and "8086" not in rules
+    accepted = {int(p) for p in re.findall(r"tcp dport (\d+) accept", rules)}
+    assert accepted == {22, 3000, 8080}, rules
 
 
 def test_sshd_takes_keys_only_and_no_root(station: Station) -> None:
