@@ -35,8 +35,9 @@ rollups = [{{ every = "1m", keep = "365d" }}, {{ every = "1h", keep = "INF" }}]
 """
 
 
-def run_setup(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(fieldstation_cmd("influx", "setup", "--file", str(path)), capture_output=True, text=True)
+def run_setup(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(fieldstation_cmd("influx", "setup", "--file", str(path), *extra), capture_output=True,
+                          text=True)
 
 
 def as_user(url: str, name: str, password: str) -> Influx:
@@ -184,6 +185,51 @@ def test_a_wrong_admin_password_is_one_line(tmp_path: Path) -> None:
         assert result.returncode == 1
         (line,) = result.stderr.strip().splitlines()
         assert line.startswith(f"fieldstation influx: {server.url}: 401")
+    finally:
+        server.stop()
+
+
+def test_a_new_admin_password_is_handed_over_from_the_one_in_force(tmp_path: Path) -> None:
+    """The image's path: first boot sets a random admin password, then the playbook writes the vault's into the
+    setup file. With --state the vault's becomes the one in force; the old one is refused afterwards."""
+    server = start_influxd(tmp_path / "influxd", auth=True, db=None)
+    try:
+        path, state = tmp_path / "influx-setup.toml", tmp_path / "state" / "admin.json"
+        path.write_text(SETUP.format(url=server.url, admin_pw="f1rstboot-random", agent_pw="a1"))
+        assert run_setup(path, "--state", str(state)).returncode == 0
+        assert oct(state.stat().st_mode & 0o777) == "0o600"
+        path.write_text(SETUP.format(url=server.url, admin_pw="the-vault's", agent_pw="a2"))
+        handed = run_setup(path, "--state", str(state))
+        assert handed.returncode == 0, handed.stderr
+        assert f"admin user admin: password set to the setup file's (it was the one in {state})" in handed.stdout
+        assert "the-vault's" not in handed.stdout + handed.stderr
+        as_user(server.url, "admin", "the-vault's").query("SHOW USERS")
+        with pytest.raises(InfluxError, match="401"):
+            as_user(server.url, "admin", "f1rstboot-random").query("SHOW USERS")
+        as_user(server.url, "agent", "a2").write(["m v=1"], "lab")
+        again = run_setup(path, "--state", str(state))
+        assert again.returncode == 0 and again.stdout.strip().endswith("0 changes"), again.stdout
+    finally:
+        server.stop()
+
+
+def test_a_refused_admin_password_with_no_login_in_force_left_is_one_line(tmp_path: Path) -> None:
+    server = start_influxd(tmp_path / "influxd", auth=True, db=None)
+    try:
+        path, state = tmp_path / "influx-setup.toml", tmp_path / "admin.json"
+        path.write_text(SETUP.format(url=server.url, admin_pw="right", agent_pw="a"))
+        assert run_setup(path, "--state", str(state)).returncode == 0
+        as_user(server.url, "admin", "right").query("SET PASSWORD FOR \"admin\" = 'changed by hand'")
+        path.write_text(SETUP.format(url=server.url, admin_pw="vault", agent_pw="a"))
+        result = run_setup(path, "--state", str(state))
+        assert result.returncode == 1
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(f"fieldstation influx: {server.url}: 401") and f"({state}) is refused too" in line
+        state.write_text("{not json")
+        result = run_setup(path, "--state", str(state))
+        assert result.returncode == 1
+        assert result.stderr.strip() == f"fieldstation influx: {state}: not a state file of influx setup " \
+            "(JSONDecodeError): delete it"
     finally:
         server.stop()
 

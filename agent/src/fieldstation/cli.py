@@ -211,7 +211,7 @@ def cmd_influx_setup(args: argparse.Namespace) -> int:
     cfg = load_setup(args.file)
     if args.wait:
         Influx(cfg.url).wait_ready(args.wait)
-    setup(cfg)
+    setup(cfg, state=args.state)
     return 0
 
 
@@ -434,6 +434,12 @@ def _admin_commands(sub: Any, settings_help: str) -> None:
     )
     sp.add_argument("--file", type=Path, default=DEFAULT_SETUP, help=f"setup file (default {DEFAULT_SETUP})")
     sp.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait this long for InfluxDB to answer")
+    sp.add_argument(
+        "--state",
+        type=Path,
+        help="keep the admin login in force here (root-only), so a changed admin password is handed over "
+        "(the unit uses /var/lib/fieldstation-influx-setup/admin.json)",
+    )
 
     sp = nested(
         "grafana",

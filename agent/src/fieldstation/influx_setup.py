@@ -2,7 +2,8 @@
 
 Ansible renders ``/etc/fieldstation/influx-setup.toml`` (0600: it holds the admin and user passwords from the
 vault) and runs this after every InfluxDB install or inventory change. Running it twice changes nothing the
-second time; a password changed in the vault is applied.
+second time; a password changed in the vault is applied: the users' directly, the admin's through ``--state`` (the
+admin login last in force, kept root-only), so that an image's first-boot password hands over to the vault's.
 
 Layout, with the defaults: raw points in the retention policy ``raw`` (the database's default, kept 35 days);
 continuous queries write per-minute means into ``rollup_1m`` (kept a year) and per-hour means into ``rollup_1h``
@@ -20,6 +21,8 @@ one row per policy with the range of dashboard time spans it serves (raw up to 2
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -200,10 +203,64 @@ def _same_duration(influx_value: str, wanted: str) -> bool:
     return sum(int(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts) == seconds
 
 
-def _ensure_admin(cfg: InfluxSetup, admin: Influx, say: Callable[[str], None]) -> int:
+def _refused(exc: InfluxError) -> bool:
+    return ": 401 " in str(exc)
+
+
+def _in_force(state: Path | None) -> tuple[str, str] | None:
+    """The admin login that worked last time (``--state``), if any."""
+    if state is None or not state.exists():
+        return None
+    try:
+        data = json.loads(state.read_text())
+        return str(data["username"]), str(data["password"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InfluxError(f"{state}: not a state file of influx setup ({type(exc).__name__}): delete it") from None
+
+
+def remember(state: Path, username: str, password: str) -> None:
+    """Keep the admin login now in force, root-only, atomically (the next run may need it to rotate)."""
+    text = json.dumps({"username": username, "password": password})
+    if state.exists() and state.read_text() == text:
+        return
+    state.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = state.with_name(state.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, state)
+
+
+def _hand_over(cfg: InfluxSetup, exc: InfluxError, state: Path | None, say: Callable[[str], None]) -> int:
+    """The setup file's admin password is refused: if the one last in force (first boot's random one, an earlier
+    vault's) still works, make the setup file's the one in force. The setup file (the vault) is the truth."""
+    previous = _in_force(state)
+    wanted = cfg.admin.password.get_secret_value()
+    if previous is None or previous == (cfg.admin.username, wanted):
+        raise exc
+    old = Influx(cfg.url, previous)
+    try:
+        old.query(f'SET PASSWORD FOR "{cfg.admin.username}" = {_quote(wanted)}')
+    except InfluxError as old_exc:
+        if not _refused(old_exc):
+            raise
+        raise InfluxError(
+            f"{exc}; the admin password last in force ({state}) is refused too: set the admin's password by hand "
+            f"(influx -username {cfg.admin.username} -password <current> -execute \"SET PASSWORD FOR "
+            f"{cfg.admin.username} = '<the vault's>'\"), then run this again"
+        ) from None
+    say(f"admin user {cfg.admin.username}: password set to the setup file's (it was the one in {state})")
+    return 1
+
+
+def _ensure_admin(cfg: InfluxSetup, admin: Influx, say: Callable[[str], None], state: Path | None = None) -> int:
     try:
         admin.query("SHOW USERS")
     except InfluxError as exc:
+        if _refused(exc):
+            return _hand_over(cfg, exc, state, say)
         if "create admin user first" not in str(exc):
             raise
         # A fresh server with auth on accepts exactly one unauthenticated statement: creating the admin.
@@ -357,10 +414,13 @@ def _ensure_clients(cfg: InfluxSetup, admin: Influx, say: Callable[[str], None])
     return changes
 
 
-def setup(cfg: InfluxSetup, say: Callable[[str], None] = print) -> int:
-    """Bring InfluxDB to the configured state; returns the number of changes made."""
+def setup(cfg: InfluxSetup, say: Callable[[str], None] = print, state: Path | None = None) -> int:
+    """Bring InfluxDB to the configured state; returns the number of changes made. ``state``: a root-only file
+    keeping the admin login in force, so that a new admin password (the vault's after first boot's) is handed over."""
     admin = Influx(cfg.url, (cfg.admin.username, cfg.admin.password.get_secret_value()))
-    changes = _ensure_admin(cfg, admin, say)
+    changes = _ensure_admin(cfg, admin, say, state)
+    if state is not None:
+        remember(state, cfg.admin.username, cfg.admin.password.get_secret_value())
     changes += _ensure_database(cfg.database, admin, say)
     changes += _ensure_users(cfg, admin, say)
     changes += _ensure_retention(cfg, admin, say)
