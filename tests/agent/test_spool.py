@@ -109,3 +109,14 @@ def test_an_unwritable_place_gives_one_line(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(SpoolError, match=r"file/sub/spool.db: cannot open the spool: "):
         Spool(blocker / "sub" / "spool.db")
+
+
+def test_full_database_reports_the_real_error_and_keeps_what_was_committed(open_spool: Open) -> None:
+    spool = open_spool(sinks=["influx"])
+    spool.append(["m v=1i 1"])
+    db = spool._db()
+    # A full drive, at SQLite's narrowest boundary: no page may be added.
+    db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
+    with pytest.raises(Exception, match="full"):
+        spool.append(["m v=2i 2 " + "x" * 100_000])
+    assert [line for _, line in spool.fetch("influx", 10)] == ["m v=1i 1"]

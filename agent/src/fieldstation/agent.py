@@ -82,7 +82,13 @@ class Agent:
         with self._lock:
             lines, self._pending = self._pending, []
         if lines:
-            self.spool.append(lines)
+            try:
+                self.spool.append(lines)
+            except BaseException:
+                # Not stored: put them back in front, in order, so a full or failing drive loses nothing silently.
+                with self._lock:
+                    self._pending[:0] = lines
+                raise
             self.acknowledged += len(lines)
         return len(lines)
 

@@ -9,6 +9,7 @@ See docs/decisions/0001-store-and-forward.md.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -115,7 +116,10 @@ class Spool:
             db.executemany("INSERT INTO points(line, spooled) VALUES (?, ?)", ((ln, now) for ln in lines))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # A failed COMMIT may already have rolled back: a second error from ROLLBACK must not hide the
+            # real one (ENOSPC, "database or disk is full").
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
             raise
         return self._max_id()
 
