@@ -104,9 +104,12 @@ def port_is_free(port: int) -> bool:
 
 def test_demo_runs_the_example_against_a_local_influxdb(tmp_path: Path) -> None:
     simulators_can_start = all(port_is_free(DEFAULT_PORTS[name]) for name in ("arduino", "http"))
+    (tmp_path / "tmp").mkdir()
     result = subprocess.run(fieldstation_cmd("demo", "--duration", "4"), capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "TMPDIR": str(tmp_path)})
-    assert list(tmp_path.iterdir()) == []  # the throwaway InfluxDB and the demo's spool are gone
+                            env={**os.environ, "TMPDIR": str(tmp_path / "tmp"), "XDG_STATE_HOME": str(tmp_path / "state")})
+    # The throwaway InfluxDB, the demo's settings, spool and state: all gone (the lock stays for the next demo).
+    assert [p.name for p in (tmp_path / "state" / "fieldstation").iterdir()] == ["demo.lock"]
+    assert list((tmp_path / "tmp").iterdir()) == []
     assert result.returncode == 0, result.stderr
     assert "cryo_temp" in result.stdout and "mains" in result.stdout and "  pi " in result.stdout
     if simulators_can_start:  # the example's Arduino and HTTP entries read the demo's simulators

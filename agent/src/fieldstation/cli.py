@@ -11,9 +11,7 @@ import contextlib
 import importlib
 import json
 import logging
-import shutil
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -31,7 +29,6 @@ from fieldstation.sensor import Sensor
 from fieldstation.settings import AgentSettings, load_settings
 from fieldstation.spool import SpoolError
 
-EXAMPLE_CONFIG = Path(__file__).with_name("example_config.py")
 FEATURE_COMMANDS: tuple[str, ...] = ("fieldstation.tools.cli", "fieldstation.backup.cli", "fieldstation.firstboot")
 EXIT_USAGE = 2
 
@@ -326,55 +323,9 @@ def cmd_upload_server(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded defaults: the example config of simulated sensors, a throwaway InfluxDB, live readings."""
-    from fieldstation.agent import Agent
-    from fieldstation.influxd import LocalInfluxd
-    from fieldstation.settings import SinkSettings, SpoolSettings
-    from fieldstation.simulators import Station
+    from fieldstation import demo
 
-    sensors = load_sensors(args.config or EXAMPLE_CONFIG)
-    influx = LocalInfluxd().start()
-    work = Path(tempfile.mkdtemp(prefix="fieldstation-demo-"))
-    station: Station | None = None
-    try:  # everything after influxd started: whatever fails, it is stopped and the work directory removed
-        # The example's Arduino and HTTP entries read simulated devices on their default ports.
-        station = Station(work / "sim", modbus=False)  # the example's meters are commented out
-        try:
-            station.start()
-        except (OSError, RuntimeError) as exc:  # a port in use: pymodbus says RuntimeError, socketserver OSError
-            print(f"simulators not started ({exc}): the Arduino and HTTP sensors will report errors", flush=True)
-            station.stop()
-            station = None
-        influx.query("CREATE DATABASE fieldstation")
-        settings = AgentSettings(
-            config=Path(args.config or EXAMPLE_CONFIG),
-            spool=SpoolSettings(path=work / "spool.db"),
-            sinks=[SinkSettings(name="local", url=influx.url, database="fieldstation")],
-            state_file=work / "state.json",
-        )
-        print(f"InfluxDB {influx.url} (database fieldstation), spool {work}; Ctrl-C stops.", flush=True)
-        agent = Agent(settings, sensors, on_readings=print_readings)
-
-        async def main() -> None:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            import signal
-
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-            if args.duration:
-                loop.call_later(args.duration, stop.set)
-            await agent.run(stop)
-
-        asyncio.run(main())
-        count = influx.rows("SELECT count(*) FROM /.*/", "fieldstation")
-        stored = sum(v for row in count for k, v in row.items() if k.startswith("count_") and v)
-        print(f"stopped: {agent.acknowledged} readings acknowledged; InfluxDB holds {stored} field values.")
-    finally:
-        if station is not None:
-            station.stop()
-        influx.cleanup()
-        shutil.rmtree(work, ignore_errors=True)  # the demo's spool and state: nothing to keep
-    return 0
+    return demo.run(args)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -48,7 +48,10 @@ def free_port() -> int:
 class LocalInfluxd:
     """Start with :meth:`start`, stop with :meth:`stop`; restartable on the same ports and data."""
 
-    def __init__(self, root: Path | None = None, *, auth: bool = False) -> None:
+    def __init__(self, root: Path | None = None, *, auth: bool = False, own_session: bool = False) -> None:
+        # own_session: influxd in a session of its own, out of the terminal's process group, so a Ctrl-C reaches
+        # only its owner (the demo), which still needs the server to print its summary and then stops it.
+        self.own_session = own_session
         self._tmp = None if root else tempfile.mkdtemp(prefix="fieldstation-influxd-")
         self.root = Path(root or self._tmp or "")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -67,7 +70,12 @@ class LocalInfluxd:
         if binary is None:
             raise RuntimeError("influxd not found: apt-get install influxdb")
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([binary, "run", "-config", str(self.config)], stdout=log, stderr=log)
+            self.proc = subprocess.Popen(
+                [binary, "run", "-config", str(self.config)],
+                stdout=log,
+                stderr=log,
+                start_new_session=self.own_session,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
