@@ -3,7 +3,8 @@
 #   fieldstation_bootstrap APT-PACKAGE...          every extra (agent[all]) and the dev group: what the tests run
 #   fieldstation_bootstrap --demo APT-PACKAGE...   the agent and its core dependencies only: what the demo runs
 # pip runs only when the venv's stamp (sha256 of requirements.lock and pyproject.toml, and what was installed)
-# differs: a second start with the same lock costs no pip work. The editable install follows src/ by itself.
+# differs: a second start with the same lock costs no pip work. The editable install follows src/ by itself;
+# removing the stamp ($VENV/.fieldstation-installed) forces a pip run.
 # shellcheck shell=bash
 
 fieldstation_bootstrap() {
