@@ -89,6 +89,7 @@ def test_over_the_disk_budget_the_oldest_points_are_dropped_and_counted(
     assert dropped > 0
     assert spool.counter("dropped") == dropped
     assert spool.used_bytes() <= budget
+    assert spool.file_bytes() <= budget  # the files themselves, WAL and all, not just the live pages
     kept = spool.fetch("dead", 100_000)
     assert len(kept) == 20_000 - dropped
     assert kept[-1][1] == lines(1, 19_999, pad=100)[0]  # the newest are kept
@@ -120,3 +121,42 @@ def test_full_database_reports_the_real_error_and_keeps_what_was_committed(open_
     with pytest.raises(Exception, match="full"):
         spool.append(["m v=2i 2 " + "x" * 100_000])
     assert [line for _, line in spool.fetch("influx", 10)] == ["m v=1i 1"]
+
+
+def test_the_budget_counts_the_wal(open_spool: Open, tmp_path: Path) -> None:
+    spool = open_spool(sinks=["dead"])
+    spool.append(lines(2000, pad=100))
+    wal = (tmp_path / "spool.db-wal").stat().st_size
+    assert wal > 0
+    db = spool._db()
+    pages = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
+    assert spool.used_bytes() == pages * db.execute("PRAGMA page_size").fetchone()[0] + wal
+
+
+def test_a_window_some_sinks_confirmed_moves_only_their_cursors(open_spool: Open) -> None:
+    spool = open_spool(sinks=["up", "down"])
+    assert spool.caught_up("up") and spool.caught_up("down")
+    spool.append(lines(3), confirmed=["up"])
+    assert spool.caught_up("up") and not spool.caught_up("down")
+    assert spool.fetch("up", 100) == []
+    assert [line for _, line in spool.fetch("down", 100)] == lines(3)
+
+
+def test_a_confirmed_window_does_not_skip_what_the_sink_still_had_pending(open_spool: Open) -> None:
+    spool = open_spool(sinks=["up", "down"])
+    spool.append(lines(2))  # e.g. an inbox file, appended between the delivery and the commit
+    spool.append(lines(3, 2), confirmed=["up"])
+    # "up" had not sent the first two: its cursor stays, and it resends the window too (idempotent).
+    assert [line for _, line in spool.fetch("up", 100)] == lines(5)
+
+
+def test_trim_with_nothing_to_delete_writes_nothing(open_spool: Open, tmp_path: Path) -> None:
+    spool = open_spool(sinks=["local"])
+    spool.append(lines(10), confirmed=["local"])
+    spool.trim()
+    files = [tmp_path / "spool.db", tmp_path / "spool.db-wal"]
+    before = [(f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    for _ in range(3):
+        spool.trim()
+        assert spool.caught_up("local")
+    assert [(f.stat().st_size, f.stat().st_mtime_ns) for f in files] == before

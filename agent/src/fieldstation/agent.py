@@ -1,7 +1,10 @@
-"""The service: scheduler → spool → sinks, plus the agent's own health readings and live state.
+"""The service: scheduler → sinks (→ spool), plus the agent's own health readings and live state.
 
-Readings emitted by the scheduler are encoded to line protocol at once and committed to the spool every
-``commit_interval``; only then are they acknowledged. Each sink drains the spool on its own thread.
+Readings emitted by the scheduler are encoded to line protocol at once and held in memory for one
+``commit_interval``. At each commit tick the window goes straight to every caught-up sink; a window every
+sink confirmed is acknowledged and never touches the disk, one that some sink missed is committed to the
+spool (acknowledged once that returns), and each sink drains its spooled backlog on its own thread.
+While the spool cannot take commits (a full drive) readings stay in memory up to ``max_pending``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,19 @@ from fieldstation.spool import Spool
 log = logging.getLogger("fieldstation.agent")
 
 FINAL_DRAIN_SECONDS = 5.0
+
+
+def bytes_written(proc_io: Path = Path("/proc/self/io")) -> int | None:
+    """Bytes this process has sent to block devices (page cache writeback included), or None if unknown.
+
+    ``write_bytes`` less ``cancelled_write_bytes`` (dirty pages truncated before they reached the disk);
+    the filesystem's own journal is not in it (docs/decisions/0001-store-and-forward.md, Flash wear).
+    """
+    try:
+        fields = dict(line.split(": ", 1) for line in proc_io.read_text().splitlines())
+        return int(fields["write_bytes"]) - int(fields.get("cancelled_write_bytes", 0))
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def _saved_state(path: Path) -> dict[str, Any]:
@@ -61,6 +79,15 @@ class Agent:
         self.inbox = Inbox(settings.ingest, append=self.spool.append) if settings.ingest else None
         self.on_readings = on_readings
         self._pending: list[str] = []
+        # Windows taken out of _pending but not yet stored, with the sinks that confirmed each: only while the
+        # spool fails. Never more than max_pending lines; the oldest beyond that are dropped and counted.
+        self._held: deque[tuple[list[str], frozenset[str]]] = deque()
+        self._holding_since: float | None = None
+        self._dropped_before_holding = 0
+        self.dropped_in_memory = 0
+        self._delivery = ThreadPoolExecutor(max_workers=len(self.sinks), thread_name_prefix="deliver")
+        self._started = time.monotonic()
+        self._written_at_start = bytes_written() or 0
         self._lock = threading.Lock()
         self._committer_stop = threading.Event()
         self._committer = threading.Thread(target=self._commit_loop, name="spool-commit", daemon=True)
@@ -77,20 +104,53 @@ class Agent:
         if self.on_readings is not None:
             self.on_readings(readings)
 
+    def _deliver(self, lines: list[str]) -> frozenset[str]:
+        """Send a window to every caught-up sink at once; the names of those that confirmed it."""
+        live = [sink for sink in self.sinks if self.spool.caught_up(sink.state.name)]
+        results = list(self._delivery.map(lambda sink: sink.deliver(lines), live))
+        return frozenset(sink.state.name for sink, ok in zip(live, results, strict=True) if ok)
+
     def commit(self) -> int:
-        """Commit pending readings to the spool; returns how many were acknowledged."""
+        """Deliver the pending window, spool what some sink missed; returns how many were acknowledged.
+
+        Raises the spool's error when a window could not be stored; its readings are then held in memory.
+        """
         with self._lock:
             lines, self._pending = self._pending, []
+        acknowledged = 0
         if lines:
-            try:
-                self.spool.append(lines)
-            except BaseException:
-                # Not stored: put them back in front, in order, so a full or failing drive loses nothing silently.
-                with self._lock:
-                    self._pending[:0] = lines
-                raise
-            self.acknowledged += len(lines)
-        return len(lines)
+            confirmed = self._deliver(lines)
+            if len(confirmed) == len(self.sinks):
+                acknowledged += len(lines)  # every sink has them: nothing to write
+            else:
+                self._held.append((lines, confirmed))
+        try:
+            while self._held:
+                held, confirmed = self._held[0]
+                self.spool.append(held, confirmed)
+                self._held.popleft()
+                acknowledged += len(held)
+        except BaseException:
+            self._bound_held()
+            raise
+        finally:
+            self.acknowledged += acknowledged
+        return acknowledged
+
+    def _bound_held(self) -> None:
+        """Drop the oldest held readings beyond max_pending, counted."""
+        limit = self.settings.spool.max_pending
+        excess = sum(len(held) for held, _ in self._held) - limit
+        while excess > 0:
+            held, confirmed = self._held[0]
+            if len(held) <= excess:
+                self._held.popleft()
+                cut = len(held)
+            else:
+                cut = excess
+                self._held[0] = (held[cut:], confirmed)
+            excess -= cut
+            self.dropped_in_memory += cut
 
     def _commit_loop(self) -> None:
         interval = self.settings.spool.commit_interval
@@ -98,13 +158,32 @@ class Agent:
         while not self._committer_stop.wait(interval):
             try:
                 self.commit()
-                self.last_commit_ok = time.monotonic()
+                if self._holding_since is not None:
+                    log.warning(
+                        "spool takes commits again after %.0f s; the readings held in memory are stored, "
+                        "%d dropped meanwhile (oldest first)",
+                        time.monotonic() - self._holding_since,
+                        self.dropped_in_memory - self._dropped_before_holding,
+                    )
+                    self._holding_since = None
                 if time.monotonic() - last_trim >= 1.0:
                     self.spool.trim()
                     last_trim = time.monotonic()
-            except Exception:
-                # A full or broken data drive: keep the readings in memory and say so; retry next round.
-                log.exception("spool commit failed; readings kept in memory")
+            except Exception as exc:
+                # A full or broken data drive: the readings stay in memory (bounded); one line when it starts,
+                # one when it ends (above), never a traceback per tick.
+                if self._holding_since is None:
+                    self._holding_since = time.monotonic()
+                    self._dropped_before_holding = self.dropped_in_memory
+                    log.error(
+                        "spool commit failed (%s: %s); holding readings in memory, at most %d, the oldest "
+                        "dropped beyond that",
+                        type(exc).__name__,
+                        exc,
+                        self.settings.spool.max_pending,
+                    )
+            # A tick that ran to its end, stored or held, is not a hung drive: feed the watchdog.
+            self.last_commit_ok = time.monotonic()
 
     # -- health and state --------------------------------------------------------------------------
 
@@ -127,7 +206,26 @@ class Agent:
         out.append(
             Reading("fieldstation_spool", {"dropped": self.spool.counter("dropped")}, {**agent, "unit": "count"}, t)
         )
+        held = sum(len(lines) for lines, _ in self._held)
+        out.append(
+            Reading(
+                "fieldstation_spool",
+                {"held_in_memory": held, "dropped_in_memory": self.dropped_in_memory},
+                {**agent, "unit": "count"},
+                t,
+            )
+        )
+        per_day = self.bytes_written_per_day()
+        if per_day is not None:
+            out.append(Reading("fieldstation_agent", {"bytes_written_per_day": per_day}, {**agent, "unit": "B/d"}, t))
         return out
+
+    def bytes_written_per_day(self) -> float | None:
+        """The agent's own writes to disk since it started, extrapolated to a day."""
+        written = bytes_written()
+        if written is None:
+            return None
+        return (written - self._written_at_start) * 86400 / max(time.monotonic() - self._started, 1.0)
 
     def state(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -157,6 +255,7 @@ class Agent:
                 for s in self.sinks
             },
             "energy": dict(self.energy.last),
+            "bytes_written_per_day": self.bytes_written_per_day(),
         }
 
     def write_state(self, path: Path) -> None:
@@ -173,8 +272,8 @@ class Agent:
         watchdog = sdnotify.watchdog_interval()
         next_health = time.monotonic()
         while True:
-            # The watchdog is fed only while the spool takes commits: a data drive that hangs or fails gets
-            # the service restarted by systemd instead of readings piling up in memory.
+            # The watchdog is fed only while commit ticks run to their end: a data drive that hangs gets the
+            # service restarted by systemd. A full one does not (a restart cannot help): readings are held.
             if watchdog and time.monotonic() - self.last_commit_ok < max(10.0, 5 * self.settings.spool.commit_interval):
                 sdnotify.notify("WATCHDOG=1")
             if time.monotonic() >= next_health:
@@ -214,7 +313,12 @@ class Agent:
             self.inbox.stop()  # a file half-parsed stays in the inbox and is taken again at the next start
         self._committer_stop.set()
         self._committer.join(10)
-        self.commit()
+        try:
+            self.commit()
+        except Exception as exc:
+            held = sum(len(lines) for lines, _ in self._held)
+            log.error("final spool commit failed (%s: %s): %d readings not stored", type(exc).__name__, exc, held)
+        self._delivery.shutdown()
         for sink in self.sinks:
             sink.stop()
         deadline = time.monotonic() + FINAL_DRAIN_SECONDS

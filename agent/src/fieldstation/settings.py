@@ -56,6 +56,9 @@ class SpoolSettings(_Strict):
     commit_interval: float = Field(
         0.5, gt=0, le=10, description="Seconds between spool commits: at most this much is unacknowledged."
     )
+    max_pending: int = Field(
+        100_000, ge=1000, description="Readings held in memory while the spool fails (disk full); oldest dropped."
+    )
 
 
 class BackupSettings(_Strict):

@@ -1,7 +1,9 @@
-"""Sinks: drain the spool into any server that speaks InfluxDB's ``/write``.
+"""Sinks: deliver readings to any server that speaks InfluxDB's ``/write``.
 
-Each sink has its own thread and its own cursor over the one spool, so a dead central server never slows
-the local database. A batch is confirmed (the cursor advanced) only on a 2xx reply. Replays are
+Two paths, one server reply handling. While a sink is caught up, the agent hands it each commit window
+directly (:meth:`SinkWorker.deliver`, on a connection of its own): what it confirms needs no spool write.
+Whatever it did not confirm is spooled, and the sink's own thread drains it past its own cursor, so a dead
+central server never slows the local database. A batch is confirmed only on a 2xx reply. Replays are
 idempotent because a point is identified by its series and timestamp: sending it twice overwrites it.
 """
 
@@ -23,6 +25,8 @@ log = logging.getLogger("fieldstation.sink")
 
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
+#: Seconds a direct delivery may take before the window is spooled instead (it holds up the commit tick).
+DIRECT_TIMEOUT = 5.0
 
 
 class WriteError(Exception):
@@ -118,6 +122,7 @@ class SinkWorker:
         self.settings = settings
         self.spool = spool
         self.writer = InfluxWriter(settings)
+        self.direct = InfluxWriter(settings.model_copy(update={"timeout": min(settings.timeout, DIRECT_TIMEOUT)}))
         self.state = SinkState(settings.name)
         self._stop = threading.Event()
         self._batch = settings.batch_size
@@ -130,18 +135,16 @@ class SinkWorker:
         self._stop.set()
         self._thread.join(timeout)
         self.writer.close()
+        self.direct.close()
 
-    def drain_once(self) -> int:
-        """Send one batch. Returns points confirmed (0 when nothing is pending); raises WriteError."""
-        rows = self.spool.fetch(self.settings.name, self._batch)
-        if not rows:
-            return 0
+    def _send(self, writer: InfluxWriter, lines: list[str]) -> None:
+        """POST one batch; a refused batch (400) is counted and skipped, anything else retryable raises."""
         try:
-            for (rp, db), lines in routed(line for _, line in rows):
+            for (rp, db), group in routed(lines):
                 # A sink with its own retention policy and database (a central server's) takes everything there;
                 # the local InfluxDB follows the lines' routes (dropped files to `files`, a client's to its own).
                 central = self.settings.retention_policy is not None
-                self.writer.write("\n".join(lines).encode(), None if central else rp, None if central else db)
+                writer.write("\n".join(group).encode(), None if central else rp, None if central else db)
         except WriteError as exc:
             if exc.too_large and self._batch > 1:
                 self._batch = max(1, self._batch // 2)
@@ -149,11 +152,34 @@ class SinkWorker:
                 raise
             # The server refused the data itself (400): skip it, or the sink is stuck forever.
             self.state.rejected_batches += 1
-            log.error("sink %s: batch of %d points refused, skipped: %s", self.state.name, len(rows), exc)
-        self.spool.advance(self.settings.name, rows[-1][0])
-        self.state.points_written += len(rows)
+            log.error("sink %s: batch of %d points refused, skipped: %s", self.state.name, len(lines), exc)
+        self.state.points_written += len(lines)
         self.state.batches += 1
         self.state.last_success = time.time()
+
+    def deliver(self, lines: list[str]) -> bool:
+        """Send a commit window straight to the server; True when it confirmed all of it (never raises).
+
+        Called only while the sink is caught up; on False the window is spooled and this sink's thread sends it.
+        """
+        try:
+            for start in range(0, len(lines), self._batch):
+                self._send(self.direct, lines[start : start + self._batch])
+        except WriteError as exc:
+            self.state.write_failures += 1
+            if str(exc) != self.state.last_error:
+                log.warning("sink %s: write failed, spooling for retry: %s", self.state.name, exc)
+            self.state.last_error = str(exc)
+            return False
+        return True
+
+    def drain_once(self) -> int:
+        """Send one batch from the spool. Returns points confirmed (0 when nothing is pending); raises WriteError."""
+        rows = self.spool.fetch(self.settings.name, self._batch)
+        if not rows:
+            return 0
+        self._send(self.writer, [line for _, line in rows])
+        self.spool.advance(self.settings.name, rows[-1][0])
         return len(rows)
 
     def _run(self) -> None:

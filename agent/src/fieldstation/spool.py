@@ -1,9 +1,11 @@
-"""The crash-safe spool: every reading is committed to SQLite before it counts as acknowledged.
+"""The crash-safe spool: what some sink has not confirmed is committed to SQLite, and only then acknowledged.
 
 One table of line-protocol points with ever-increasing ids (``AUTOINCREMENT`` never reuses an id), and
-one cursor per sink: the id of the last point that sink confirmed. Points every configured sink has
-confirmed are deleted. Beyond the disk budget the oldest points are dropped and counted, loudly.
-WAL mode with ``synchronous=FULL``: a commit survives a killed process and a power cut.
+one cursor per sink: the id of the last point that sink confirmed. A commit window every sink confirmed
+never comes here (the agent delivers it first); one that some sink missed is appended with the cursors of
+the sinks that did confirm it moved past it in the same transaction. Points every configured sink has
+confirmed are deleted. Beyond the disk budget (database, WAL and all) the oldest points are dropped and
+counted, loudly. WAL mode with ``synchronous=FULL``: a commit survives a killed process and a power cut.
 See docs/decisions/0001-store-and-forward.md.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -81,8 +84,19 @@ class Spool:
             db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
             with self._all_lock:
                 self._all.append(db)
+            if db.execute("PRAGMA page_count").fetchone()[0] == 0:
+                # A new file (before WAL mode and the first table; on an existing one it would cost a write per
+                # connection): pages freed by a drop go back to the filesystem, so the files, not just the live
+                # pages, stay within the disk budget.
+                db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
+            # The WAL counts against the disk budget: checkpoint it before it outgrows an eighth of it
+            # (1000 pages, SQLite's default, at most), and truncate it back to that size afterwards.
+            page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
+            wal_pages = max(16, min(1000, self.max_bytes // page_size // 8))
+            db.execute(f"PRAGMA wal_autocheckpoint={wal_pages}")
+            db.execute(f"PRAGMA journal_size_limit={wal_pages * page_size}")
             self._local.db = db
         return db
 
@@ -105,15 +119,26 @@ class Spool:
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def append(self, lines: list[str]) -> int:
-        """Commit points; when this returns they are acknowledged. Returns the last id."""
+    def append(self, lines: list[str], confirmed: Iterable[str] = ()) -> int:
+        """Commit points; when this returns they are acknowledged. Returns the last id.
+
+        ``confirmed``: sinks that already confirmed these very points. A sink that had nothing else pending
+        has its cursor moved past them in the same transaction (no resend, no write of its own); one that had
+        (an inbox file appended meanwhile, a backlog) keeps its cursor and resends them, which is idempotent.
+        """
         if not lines:
             return self._max_id()
         now = time.time_ns()
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:
+            before = self._max_id()
             db.executemany("INSERT INTO points(line, spooled) VALUES (?, ?)", ((ln, now) for ln in lines))
+            after = self._max_id()
+            db.executemany(
+                "UPDATE cursors SET last_id = ?, last_success = ? WHERE sink = ? AND last_id >= ?",
+                ((after, now, sink, before) for sink in confirmed),
+            )
             db.execute("COMMIT")
         except BaseException:
             # A failed COMMIT may already have rolled back: a second error from ROLLBACK must not hide the
@@ -124,6 +149,10 @@ class Spool:
         return self._max_id()
 
     # -- reading, per sink -------------------------------------------------------------------------
+
+    def caught_up(self, sink: str) -> bool:
+        """The sink confirmed every spooled point: new readings may go to it directly."""
+        return self.cursor(sink) >= self._max_id()
 
     def cursor(self, sink: str) -> int:
         row = self._db().execute("SELECT last_id FROM cursors WHERE sink = ?", (sink,)).fetchone()
@@ -164,10 +193,25 @@ class Spool:
         return int(row[0]) if row else 0
 
     def used_bytes(self) -> int:
+        """Live pages of the database plus the WAL file: what the budget counts."""
         db = self._db()
         page_size = db.execute("PRAGMA page_size").fetchone()[0]
         pages = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
-        return int(pages * page_size)
+        return int(pages * page_size) + self._wal_bytes()
+
+    def file_bytes(self) -> int:
+        """What the spool's files take on disk now (database, WAL, shared-memory index)."""
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                total += os.stat(f"{self.path}{suffix}").st_size
+        return total
+
+    def _wal_bytes(self) -> int:
+        try:
+            return os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return 0
 
     def trim(self) -> int:
         """Delete what every sink confirmed; enforce the disk budget. Returns points dropped unsent."""
@@ -175,11 +219,20 @@ class Spool:
         if self.sinks:
             marks = ",".join("?" * len(self.sinks))
             low = db.execute(f"SELECT min(last_id) FROM cursors WHERE sink IN ({marks})", self.sinks).fetchone()[0]  # noqa: S608  (placeholders only)
-            if low is not None:
+            oldest = db.execute("SELECT min(id) FROM points").fetchone()[0]
+            # Only when there is something to delete: an empty DELETE still costs a write transaction.
+            if low is not None and oldest is not None and oldest <= low:
                 db.execute("DELETE FROM points WHERE id <= ?", (low,))
+                db.executescript("PRAGMA incremental_vacuum;")  # execute() would free one page per call
         used = self.used_bytes()
         if used <= self.max_bytes:
             return 0
+        if self._wal_bytes():
+            # Most of the excess may be WAL: fold it back into the database and truncate it first.
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            used = self.used_bytes()
+            if used <= self.max_bytes:
+                return 0
         count = db.execute("SELECT count(*) FROM points").fetchone()[0]
         if not count:
             return 0
@@ -194,6 +247,8 @@ class Spool:
             (drop,),
         )
         db.execute("COMMIT")
+        db.executescript("PRAGMA incremental_vacuum;")  # execute() would free one page per call
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         log.error(
             "spool over its disk budget (%d of %d bytes): dropped the %d oldest unsent points (%d dropped in total)",
             used,
