@@ -1,7 +1,8 @@
-"""The examples a user copies from say what the roles really do: ansible/inventory.example.yml sets every role variable
-(each role's meta/argument_specs.yml) to its true default, or says on that line (or the line above) why it differs
-with a ``# differs from the default: <why>`` comment; defaults/main.yml and meta/argument_specs.yml agree; and every
-vault_* name the inventories use is listed in group_vars/fieldstation/vault.example.yml.
+"""The examples a user copies from say what the roles really do: ansible/inventory.example.yml sets every variable of
+every role site.yml plays (each role's meta/argument_specs.yml) to its true default, or says on that line (or the line
+above) why it differs with a ``# differs from the default: <why>`` comment; defaults/main.yml and
+meta/argument_specs.yml agree; and every vault_* name the inventories use is listed in
+group_vars/fieldstation/vault.example.yml.
 
 A secret (``no_log: true`` in the spec) set to a bare "{{ vault_... }}" needs no marker: its default is empty and
 the preflight refuses an empty one, so the vault reference is the only value the example can show. Commented-out
@@ -24,7 +25,13 @@ ANSIBLE = Path(__file__).resolve().parents[2] / "ansible"
 EXAMPLE = ANSIBLE / "inventory.example.yml"
 SHIPPED = ANSIBLE / "inventory.yml"
 VAULT_EXAMPLE = ANSIBLE / "group_vars" / "fieldstation" / "vault.example.yml"
-ROLES = sorted(p.parents[1].name for p in ANSIBLE.glob("roles/*/meta/argument_specs.yml"))
+# The roles site.yml plays on the inventory's hosts: their variables are the inventory's. (A role only others include
+# with their own values, such as apt_key, has parameters, not site variables.)
+ROLES = sorted({
+    role if isinstance(role, str) else role["role"]
+    for play in yaml.safe_load((ANSIBLE / "site.yml").read_text())
+    for role in play.get("roles", [])
+})
 MARKER = "# differs from the default:"
 VAULT_REF = re.compile(r"^\{\{ *vault_\w+ *\}\}$")
 VAULT_NAME = re.compile(r"\bvault_\w+")
@@ -84,6 +91,11 @@ def settings(path: Path) -> dict[str, Setting]:
 
 def role_of(var: str) -> str | None:
     return next((r for r in sorted(ROLES, key=len, reverse=True) if var.startswith(f"{r}_")), None)
+
+
+def test_every_role_site_yml_plays_has_an_argument_spec() -> None:
+    assert len(ROLES) >= 10
+    assert [r for r in ROLES if not (ANSIBLE / "roles" / r / "meta" / "argument_specs.yml").exists()] == []
 
 
 @pytest.mark.parametrize("role", ROLES)
