@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import socket
 import sqlite3
@@ -14,7 +15,9 @@ import pytest
 
 from fieldstation.agent import Agent
 from fieldstation.influxd import LocalInfluxd, free_port
+from fieldstation.reading import Reading
 from fieldstation.sensors.simulated import Simulated
+from fieldstation.settings import SinkSettings, SpoolSettings
 from harness.agent import (
     fieldstation_cmd,
     key_of_line,
@@ -24,6 +27,7 @@ from harness.agent import (
     stored,
     wait_for,
 )
+from harness.blockdev import fill, loop_ext4, needs_root
 
 pytestmark = pytest.mark.slow
 
@@ -215,3 +219,55 @@ def test_sigterm_flushes_every_reading_and_exits_0(influxd: LocalInfluxd, tmp_pa
         check=True,
     )
     assert '"depth": 0' in status.stdout
+
+
+@needs_root
+def test_a_full_drive_holds_readings_in_memory_says_so_once_and_stores_them_when_freed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with loop_ext4(tmp_path / "data.img", tmp_path / "data", size_mb=16) as fs:
+        settings = settings_for(tmp_path, {"down": f"http://127.0.0.1:{free_port()}"})
+        settings.spool = SpoolSettings(path=fs.mount / "spool.db")
+        with caplog.at_level(logging.INFO), running_agent(settings, sensors()) as (agent, emitted):
+            wait_for(lambda: agent.spool.backlog("down").depth >= 20, 20, "points spooled")
+            filler = fill(fs)
+            wait_for(lambda: agent._held, 20, "readings held in memory")
+            time.sleep(3)  # several failing ticks: still one line
+            held = {r.fields.get("held_in_memory") for r in agent.health_readings()}
+            assert max(h for h in held if h is not None) > 0
+            filler.unlink()
+            wait_for(lambda: not agent._held, 20, "the held readings to be stored")
+        assert agent.dropped_in_memory == 0
+        acknowledged = spooled_lines(fs.mount / "spool.db")
+    failed = [r for r in caplog.records if "spool commit failed" in r.getMessage()]
+    assert len(failed) == 1 and "database or disk is full" in failed[0].getMessage()
+    assert failed[0].exc_info is None  # no traceback
+    assert len([r for r in caplog.records if "takes commits again" in r.getMessage()]) == 1
+    keys = sorted((s, t) for m, s, t in map(key_of_line, acknowledged) if m == "simulated")
+    assert keys == sorted((r.tags["sensor"], r.time_ns) for r in emitted)  # every reading, once
+
+
+@needs_root
+def test_a_full_drive_keeps_the_newest_readings_up_to_the_bound_and_counts_the_rest(tmp_path: Path) -> None:
+    with loop_ext4(tmp_path / "data.img", tmp_path / "data", size_mb=16) as fs:
+        settings = settings_for(tmp_path, {"down": f"http://127.0.0.1:{free_port()}"})
+        settings.spool = SpoolSettings(path=fs.mount / "spool.db", max_pending=1000)
+        settings.sinks = [SinkSettings(name="down", url=settings.sinks[0].url, timeout=1)]
+        agent = Agent(settings, [])
+        try:
+            agent.spool.append(["m,sensor=first value=0 1"])
+            filler = fill(fs)
+            readings = [Reading("m", {"value": float(i)}, {"sensor": "s"}, 10 + i) for i in range(3000)]
+            agent._emit(readings)
+            with pytest.raises(Exception, match="database or disk is full"):
+                agent.commit()
+            assert agent.dropped_in_memory == 2000
+            fields = {k: v for r in agent.health_readings() for k, v in r.fields.items()}
+            assert fields["held_in_memory"] == 1000 and fields["dropped_in_memory"] == 2000
+            filler.unlink()
+            assert agent.commit() == 1000
+        finally:
+            agent.spool.close()  # never started: only its spool is open
+        assert spooled_lines(fs.mount / "spool.db") == ["m,sensor=first value=0 1"] + [
+            r.to_line() for r in readings[2000:]
+        ]

@@ -126,6 +126,9 @@ class SinkWorker:
         self.state = SinkState(settings.name)
         self._stop = threading.Event()
         self._batch = settings.batch_size
+        self._direct_backoff = BACKOFF_START
+        self._direct_retry_at = 0.0
+        self._error_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"sink:{settings.name}", daemon=True)
 
     def start(self) -> None:
@@ -162,6 +165,8 @@ class SinkWorker:
 
         Called only while the sink is caught up; on False the window is spooled and this sink's thread sends it.
         """
+        if time.monotonic() < self._direct_retry_at:
+            return False  # failed a moment ago (while the spool cannot take the window either): not every tick
         try:
             for start in range(0, len(lines), self._batch):
                 self._send(self.direct, lines[start : start + self._batch])
@@ -170,8 +175,18 @@ class SinkWorker:
             if str(exc) != self.state.last_error:
                 log.warning("sink %s: write failed, spooling for retry: %s", self.state.name, exc)
             self.state.last_error = str(exc)
+            self._direct_retry_at = time.monotonic() + self._direct_backoff
+            self._direct_backoff = min(BACKOFF_MAX, self._direct_backoff * 2)
             return False
+        self._direct_backoff = BACKOFF_START
+        self._writing_again()
         return True
+
+    def _writing_again(self) -> None:
+        with self._error_lock:
+            if self.state.last_error is not None:
+                log.info("sink %s: writing again", self.state.name)
+                self.state.last_error = None
 
     def drain_once(self) -> int:
         """Send one batch from the spool. Returns points confirmed (0 when nothing is pending); raises WriteError."""
@@ -201,9 +216,8 @@ class SinkWorker:
                 self.state.last_error = f"{type(exc).__name__}: {exc}"
                 self._stop.wait(BACKOFF_MAX)
                 continue
-            if self.state.last_error is not None:
-                log.info("sink %s: writing again", self.state.name)
-                self.state.last_error = None
+            if sent:
+                self._writing_again()
             backoff = BACKOFF_START
             if sent < self._batch:
                 # Caught up: gather a flush interval's worth before the next POST (a full batch goes at once).
