@@ -165,6 +165,10 @@ def test_sd_writes_per_day(tmp_path: Path) -> None:
     (tmp_path / "proc" / "uptime").write_text("172800.00 1000.00\n")
     inp = doctor.Inputs(sys=tmp_path / "sys", proc=tmp_path / "proc")
     assert doctor.check_sd_writes(inp) == ("WARN", "mmcblk0: 5.12 GB/day since boot")
+    # The agent's own writes, from its state file (the figure of its health reading).
+    (tmp_path / "state.json").write_text('{"time": 0, "bytes_written_per_day": 12345678.9}')
+    inp.state_file = tmp_path / "state.json"
+    assert doctor.check_sd_writes(inp) == ("WARN", "mmcblk0: 5.12 GB/day since boot; the agent writes 12.3 MB/day")
 
 
 def test_a_hung_check_is_bounded() -> None:

@@ -140,17 +140,29 @@ def _root_disk(inp: Inputs) -> str | None:
     return real.parent.name if (real / "partition").exists() else real.name
 
 
+def _agent_writes(inp: Inputs) -> str:
+    """The agent's own bytes written per day (its state file, from /proc/self/io), as a detail suffix."""
+    if inp.state_file is None:
+        return ""
+    try:
+        per_day = json.loads(inp.state_file.read_text()).get("bytes_written_per_day")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return f"; the agent writes {per_day / 1e6:.1f} MB/day" if isinstance(per_day, int | float) else ""
+
+
 def check_sd_writes(inp: Inputs) -> tuple[str, str]:
     disk = _root_disk(inp)
+    agent = _agent_writes(inp)
     if disk is None:
-        return SKIP, "/ is not on a block device (container or network root)"
+        return SKIP, f"/ is not on a block device (container or network root){agent}"
     if not disk.startswith("mmcblk"):
-        return SKIP, f"/ is on {disk}, not an SD card"
+        return SKIP, f"/ is on {disk}, not an SD card{agent}"
     # /sys/block/<dev>/stat: the 7th number is sectors written, 512 bytes each (Documentation/block/stat.rst).
     sectors = int((inp.sys / "block" / disk / "stat").read_text().split()[6])
     uptime_days = float((inp.proc / "uptime").read_text().split()[0]) / 86400
     per_day = sectors * 512 / max(uptime_days, 1 / 24)
-    detail = f"{disk}: {per_day / GB:.2f} GB/day since boot"
+    detail = f"{disk}: {per_day / GB:.2f} GB/day since boot{agent}"
     return (WARN if per_day > SD_WARN_BYTES_PER_DAY else OK), detail
 
 
