@@ -11,6 +11,9 @@ cat >"${release}" <<JSON
   "revision": "$(git -C "${FIELDSTATION_REPO}" describe --always --dirty --abbrev=12)",
   "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)"}}
 JSON
+# The labels pi-gen's export-image/prerun.sh gives the partitions (mkdosfs -n bootfs, mkfs.ext4 -L rootfs), not
+# image/assemble's: the firstboot role mounts the boot partition by this label.
+labels='{"firstboot_boot_label": "bootfs", "firstboot_root_label": "rootfs"}'
 ANSIBLE_CONFIG="${FIELDSTATION_REPO}/ansible/ansible.cfg" "${ANSIBLE_PLAYBOOK}" \
   -i "${FIELDSTATION_REPO}/image/inventory.yml" "${FIELDSTATION_REPO}/ansible/site.yml" \
-  -e "ansible_host=${ROOTFS_DIR}" -e "@${release}" ${FIELDSTATION_ANSIBLE_ARGS:-}
+  -e "ansible_host=${ROOTFS_DIR}" -e "@${release}" -e "${labels}" ${FIELDSTATION_ANSIBLE_ARGS:-}
