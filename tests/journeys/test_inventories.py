@@ -68,6 +68,7 @@ class Case:
     host: str
     vault: bool  # a user's vault.yml next to vault.example.yml
     edits: dict[str, str] = field(default_factory=dict)  # text replaced in the inventory, as in the user's $EDITOR
+    omit: frozenset[str] = frozenset()  # names the user's vault.yml leaves out (vault.example.yml's "" stands)
 
 
 @pytest.fixture(scope="module")
@@ -105,10 +106,11 @@ def clone(tmp_path: Path) -> Path:
     return top / "ansible"
 
 
-def write_vault(ansible: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """The user's step: every name vault.example.yml sets, with a strong value, encrypted with ansible-vault."""
-    names = yaml.safe_load((ansible / VAULT_EXAMPLE).read_text())
-    values = {name: f"{name.removeprefix('vault_')}-{secrets.token_hex(8)}" for name in names}
+def write_vault(ansible: Path, tmp_path: Path, omit: frozenset[str] = frozenset()) -> tuple[Path, dict[str, str]]:
+    """The user's step: every name vault.example.yml sets (but ``omit``), with a strong value, encrypted with
+    ansible-vault."""
+    names = set(yaml.safe_load((ansible / VAULT_EXAMPLE).read_text())) - omit
+    values = {name: f"{name.removeprefix('vault_')}-{secrets.token_hex(8)}" for name in sorted(names)}
     vault = ansible / VAULT_EXAMPLE.with_name("vault.yml")
     vault.write_text(yaml.safe_dump(values))
     password_file = tmp_path / "vault-password"
@@ -134,7 +136,7 @@ def run(case: Case, root: Path, tmp_path: Path) -> tuple[PlaybookResult, dict[st
     args = ["--limit", case.limit, "--tags", TAGS]
     values: dict[str, str] = {}
     if case.vault:
-        password_file, values = write_vault(ansible, tmp_path)
+        password_file, values = write_vault(ansible, tmp_path, case.omit)
         args += ["--vault-password-file", str(password_file)]
     target = {"ansible_connection": "community.general.chroot", "ansible_host": str(root),
               "ansible_python_interpreter": "/usr/bin/python3"}
@@ -232,5 +234,26 @@ def test_the_shipped_site_group_unedited_is_refused_until_the_user_says_where_al
     assert result.rc != 0 and result.failed == 1 and result.changed == 0, result.tail()
     assert result.failed_tasks == ["preflight : Check that alert mails have somewhere to go"], result.tail()
     assert "grafana_alert_emails is empty: alerts would go nowhere" in result.stdout
+    assert not (root / "etc/nftables.d").exists()
+    remove_root(root)
+
+
+@pytest.mark.xfail(
+    reason="issue 14: the preflight checks passwords only; an upload token left at vault.example.yml's \"\" reaches "
+    "agent.toml, and POST /upload/siemens then takes 'Authorization: Bearer ' (empty) on the LAN. Fix in "
+    "roles/preflight/tasks/passwords.yml (and/or a min_length on the agent's token), then drop this mark.",
+    strict=True,
+)
+def test_an_upload_token_left_out_of_the_vault_is_refused_before_anything_changes(
+    base_root: Path, tmp_path: Path
+) -> None:
+    """Every password set, the siemens source's token forgotten: an endpoint facing the LAN must not open with it."""
+    root = copy_root(base_root, tmp_path)
+    case = Case("inventory.example.yml", "site", "labpi", True, omit=frozenset({"vault_upload_siemens_token"}))
+    result, _ = run(case, root, tmp_path)
+    assert result.rc != 0 and result.changed == 0, result.tail()
+    assert result.failed_tasks and all(t.startswith("preflight : ") for t in result.failed_tasks), result.tail()
+    fatal = "\n".join(line for line in result.stdout.splitlines() if line.startswith(("fatal:", "[ERROR]")))
+    assert re.search(r"agent_ingest|siemens", fatal), fatal
     assert not (root / "etc/nftables.d").exists()
     remove_root(root)
