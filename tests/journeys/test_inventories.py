@@ -238,12 +238,6 @@ def test_the_shipped_site_group_unedited_is_refused_until_the_user_says_where_al
     remove_root(root)
 
 
-@pytest.mark.xfail(
-    reason="issue 14: the preflight checks passwords only; an upload token left at vault.example.yml's \"\" reaches "
-    "agent.toml, and POST /upload/siemens then takes 'Authorization: Bearer ' (empty) on the LAN. Fix in "
-    "roles/preflight/tasks/passwords.yml (and/or a min_length on the agent's token), then drop this mark.",
-    strict=True,
-)
 def test_an_upload_token_left_out_of_the_vault_is_refused_before_anything_changes(
     base_root: Path, tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from fieldstation.ingest.inbox import Inbox, IngestSettings, SourceSettings
 from fieldstation.ingest.upload import serve
+from fieldstation.settings import ConfigError, load_settings
 
 FIXTURES = Path(__file__).parents[2] / "fixtures"  # copies of the shared fixtures (tests/fixtures/SOURCES.md)
 SIEMENS = FIXTURES / "energycomps" / "value-pipeline" / "tests" / "EvansTestFile.csv"
@@ -110,3 +111,19 @@ def test_a_file_the_parser_cannot_take_is_422_with_the_reason(endpoint: Endpoint
     status, body = endpoint.post("/upload/siemens", b"not,a,trend,report\r\n", filename="junk.csv")
     assert status == 422 and body["error"]
     assert (tmp_path / "rejected/siemens/junk.csv.error.txt").exists()
+
+
+
+@pytest.mark.parametrize("token", ["", "   ", "short-token"])
+def test_an_empty_or_short_token_is_refused_in_one_line_without_echoing_it(tmp_path: Path, token: str) -> None:
+    """An empty token would match 'Authorization: Bearer ' from anyone on the LAN: agent.toml is refused, naming the
+    source's token, never printing it."""
+    settings = tmp_path / "agent.toml"
+    settings.write_text(f'[ingest]\nenabled = true\n[[ingest.sources]]\nname = "siemens"\nformat = "siemens"\n'
+                        f'token = "{token}"\n')
+    with pytest.raises(ConfigError) as refused:
+        load_settings(settings)
+    message = str(refused.value)
+    assert message == f"{settings}: ingest.sources.0.token: an upload token needs 12 characters or more (omit it " \
+                      "for no upload)"
+    assert "short-token" not in message

@@ -48,6 +48,7 @@ log = logging.getLogger("fieldstation.ingest")
 #: Source format → parser module in fieldstation.ingest.
 PARSERS = {"mv2": "mv2", "siemens": "siemens", "alc": "alc", "csv": "generic_csv"}
 BATCH = 5000
+MIN_TOKEN_LENGTH = 12  # = the playbook's preflight_min_password_length
 PROGRESS_EVERY = 50_000
 
 
@@ -61,6 +62,15 @@ class SourceSettings(BaseModel):
     token: SecretStr | None = Field(None, description="Bearer token for POST /upload/<name>; none: no HTTP upload.")
     max_bytes: int = Field(64 << 20, ge=1, description="Largest upload accepted.")
     options: dict[str, Any] = Field(default_factory=dict, description="Parser options (a CSV's column mapping).")
+
+    @field_validator("token")
+    @classmethod
+    def _token_is_strong(cls, token: SecretStr | None) -> SecretStr | None:
+        # An empty token would match 'Authorization: Bearer ' from anyone on the LAN. The playbook's preflight
+        # refuses short ones before they get here; this guards a hand-written agent.toml.
+        if token is not None and len(token.get_secret_value().strip()) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"an upload token needs {MIN_TOKEN_LENGTH} characters or more (omit it for no upload)")
+        return token
 
 
 class IngestSettings(BaseModel):
