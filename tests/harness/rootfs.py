@@ -355,18 +355,22 @@ def run_playbook(
     workdir: Path | None = None,
     timeout: float = 1800,
     env: dict[str, str] | None = None,
+    inventory: Path | None = None,
+    host: str = "rootfs",
 ) -> PlaybookResult:
     """Runs ``playbook`` into the rootfs at ``root`` over community.general.chroot (host ``rootfs`` in group
     ``fieldstation``, plus ``inventory_vars``) with ansible/ansible.cfg. The inventory and the full output land
     in ``workdir`` (default: next to ``root``, i.e. the test's tmp_path); progress is printed as it runs and the
-    end of the output when it fails. Never raises for a failed run: see ``assert_ok()``."""
+    end of the output when it fails. Never raises for a failed run: see ``assert_ok()``. With ``inventory`` (a
+    user's inventory file, reaching ``host`` its own way, e.g. over SSH), that file is used as it is instead."""
     venv = ansible_venv()
     workdir = workdir or root.parent
     workdir.mkdir(parents=True, exist_ok=True)
     n = 1
     while (workdir / f"playbook-{n}.log").exists():
         n += 1
-    inventory = write_inventory(workdir / f"inventory-{n}.yml", root, inventory_vars or {})
+    if inventory is None:
+        inventory = write_inventory(workdir / f"inventory-{n}.yml", root, inventory_vars or {})
     out = workdir / f"playbook-{n}.log"
     argv = [str(venv / "bin" / "ansible-playbook"), "-i", str(inventory), str(playbook), *extra_args]
     run_env = {
@@ -403,7 +407,7 @@ def run_playbook(
     stdout = out.read_text(errors="replace")
     counts = {"ok": -1, "changed": -1, "failed": -1, "unreachable": -1, "skipped": -1}  # -1: no PLAY RECAP
     for m in RECAP.finditer(stdout):
-        if m["host"] == "rootfs":
+        if m["host"] == host:
             counts = {k: int(m[k] or 0) for k in counts}
     result = PlaybookResult(proc.returncode, stdout, log=out, seconds=seconds, **counts)
     log(
@@ -567,10 +571,13 @@ class Booted:
                     os.kill(self.pid, signal.SIGKILL)
 
 
-def boot(root: Path, *, timeout: float = 120, extra_args: Sequence[str] = ()) -> Booted:
+def boot(
+    root: Path, *, timeout: float = 120, extra_args: Sequence[str] = (), network_namespace: str | None = None
+) -> Booted:
     """Boots ``root`` with ``systemd-nspawn --register=no --keep-unit -b --private-network`` and waits until
     ``systemctl is-system-running`` says running or degraded (the failed units are printed then). Prefer the
-    ``nspawn`` fixture, which stops it in teardown; else call ``stop()``."""
+    ``nspawn`` fixture, which stops it in teardown; else call ``stop()``. ``network_namespace``: the name of a
+    namespace made with ``ip netns add`` (harness.netns) to run in instead of a private network of its own."""
     machine = f"fs-{secrets.token_hex(4)}"  # unique: concurrent containers must not share /run/systemd/nspawn/...
     nspawn_log = root.parent / f"nspawn-{machine}.log"
     argv = [
@@ -580,7 +587,10 @@ def boot(root: Path, *, timeout: float = 120, extra_args: Sequence[str] = ()) ->
         "--boot",
         f"--directory={root}",
         f"--machine={machine}",
-        "--private-network",
+        # nspawn keeps CAP_NET_ADMIN for --private-network only; the station's own firewall needs it in a given
+        # namespace too (the namespace is the test's, so nothing outside it is touched).
+        *([f"--network-namespace-path=/run/netns/{network_namespace}", "--capability=CAP_NET_ADMIN"]
+          if network_namespace else ["--private-network"]),
         "--console=read-only",
         *extra_args,
     ]

@@ -4,7 +4,7 @@ checked without mounting, the root filesystem free of secrets and development to
 boot partition's fieldstation.txt edited as a user would: the first-boot units run and the appliance comes up, with
 the agent's simulated readings in InfluxDB.
 
-The base root filesystem is cached (~/.cache/fieldstation/image); one build serves every test (module fixture).
+The build is harness.image's: one per session, shared with the journeys (tests/journeys/).
 Grafana's package is not installed (its apt repository is unreachable from a build machine): grafana_install=false.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,99 +22,15 @@ from pathlib import Path
 import pytest
 
 from fieldstation.cli import main
-from harness.rootfs import (
-    CACHE,
-    REPO,
-    Booted,
-    _follow,
-    ansible_venv,
-    boot,
-    debian_mirror,
-    log,
-    remove_root,
-    requires_rootfs,
-)
+from harness.image import BUILD_VAULT, SECTOR, Built, edit_settings, extract, partitions, place_boot_files
+from harness.rootfs import REPO, Booted, boot, requires_rootfs
 
 pytestmark = [requires_rootfs, pytest.mark.timeout(1500)]
 
-# Values a site keeps in its vault: none may reach the image, whatever the build is given.
-VAULT = {
-    "vault_influxdb_admin_password": "Vault-adm1n-pw-image",
-    "vault_influxdb_agent_password": "Vault-ag3nt-pw-image",
-    "vault_influxdb_grafana_password": "Vault-gr4f-pw-image",
-    "vault_grafana_admin_password": "Vault-gr4fadm-pw-image",
-}
-SECTOR = 512
-
-
-@dataclass
-class Built:
-    out: Path
-    root: Path
-    img: Path
-    xz: Path
-    log: str
-
-
-def build_image(out: Path) -> Built:
-    """Runs image/build with test values; the output and the log land in ``out``."""
-    ansible_venv()  # the pinned Ansible, as tests/run installs it
-    extra = {
-        "image_source": "debian",
-        "image_arch": "amd64",
-        "image_debian_mirror": debian_mirror(),
-        "image_output_dir": str(out),
-        "image_cache_dir": str(CACHE / "image"),
-        "image_keep_root": True,
-        "image_xz_level": 0,
-        "grafana_install": False,
-        **VAULT,
-    }
-    (out / "extra.json").write_text(json.dumps(extra))
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    env.update({"ANSIBLE_NOCOLOR": "1", "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": ""})
-    build_log = out / "build.log"
-    log(f"image/build → {out} (output: {build_log})")
-    t0 = time.monotonic()
-    with build_log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [str(REPO / "image/build"), "-e", f"@{out / 'extra.json'}"],
-            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        _follow(proc, build_log, t0, timeout=1200)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    text = build_log.read_text(errors="replace")
-    assert proc.returncode == 0, "image/build failed:\n" + "\n".join(text.splitlines()[-60:])
-    log(f"image built in {time.monotonic() - t0:.0f} s")
-    img = next(out.glob("fieldstation-*-amd64.img"))
-    return Built(out, out / "root", img, img.with_name(img.name + ".xz"), text)
-
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
-    result = build_image(tmp_path_factory.mktemp("image"))
-    yield result
-    remove_root(result.root)
-
-
-def partitions(img: Path) -> list[dict[str, object]]:
-    out = subprocess.run(["sfdisk", "--json", str(img)], capture_output=True, text=True, check=True).stdout
-    table = json.loads(out)["partitiontable"]
-    assert table["label"] == "dos"
-    parts: list[dict[str, object]] = table["partitions"]
-    return parts
-
-
-def extract(img: Path, part: dict[str, object], dest: Path) -> Path:
-    start, size = int(str(part["start"])), int(str(part["size"]))
-    subprocess.run(["dd", f"if={img}", f"of={dest}", f"bs={SECTOR}", f"skip={start}", f"count={size}",
-                    "conv=sparse", "status=none"], check=True)
-    return dest
+def built(built_image: Built) -> Built:
+    return built_image
 
 
 def test_the_build_is_stamped_checksummed_and_reports_its_size(built: Built) -> None:
@@ -169,7 +84,7 @@ def test_the_boot_partition_is_fat_with_the_settings_template(built: Built) -> N
 
 
 def test_no_secrets_no_site_values_no_development_tools(built: Built) -> None:
-    for value in VAULT.values():
+    for value in BUILD_VAULT.values():
         hits = subprocess.run(["grep", "-rlF", "--", value, str(built.root)], capture_output=True, text=True).stdout
         assert hits == "", f"{value} baked into {hits}"
     setup = (built.root / "etc/fieldstation/influx-setup.toml").read_text()
@@ -219,19 +134,12 @@ def station(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     key = (tmp / "id.pub").read_text().strip()
     card = tmp / "card.img"
     subprocess.run(["cp", "--sparse=always", str(built.img), str(card)], check=True)
-    where = f"{card}@@{int(str(partitions(card)[0]['start'])) * SECTOR}"
-    settings = tmp / "fieldstation.txt"
-    subprocess.run(["mcopy", "-i", where, "::/fieldstation.txt", str(settings)], check=True)
-    settings.write_text(settings.read_text().replace("#hostname=fieldstation", "hostname=station-7")
-                        .replace("#ssh_authorized_key=ssh-ed25519 AAAA... you@laptop", f"ssh_authorized_key={key}")
-                        .replace("#wifi_ssid=MyNetwork", "wifi_ssid=Lab Net")
-                        .replace("#wifi_password=correct horse battery staple", "wifi_password=s3cret-wifi-pw")
-                        .replace("#wifi_country=FR", "wifi_country=fr"))
-    subprocess.run(["mcopy", "-o", "-i", where, str(settings), "::/fieldstation.txt"], check=True)
-    firmware = built.root / "boot/firmware"
-    shutil.rmtree(firmware)
-    firmware.mkdir()
-    subprocess.run(["mcopy", "-s", "-n", "-i", where, "::/*", str(firmware)], check=True)
+    edit_settings(card, {"#hostname=fieldstation": "hostname=station-7",
+                         "#ssh_authorized_key=ssh-ed25519 AAAA... you@laptop": f"ssh_authorized_key={key}",
+                         "#wifi_ssid=MyNetwork": "wifi_ssid=Lab Net",
+                         "#wifi_password=correct horse battery staple": "wifi_password=s3cret-wifi-pw",
+                         "#wifi_country=FR": "wifi_country=fr"}, tmp)
+    place_boot_files(card, built.root)
     booted = boot(built.root, timeout=180)
     try:
         yield Station(booted, key)
