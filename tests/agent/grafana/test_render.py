@@ -159,7 +159,7 @@ def test_fifty_sensors_in_six_groups_make_a_readable_overview() -> None:
     shown = panels(board)
     assert len(shown) == 100  # a gauge and a time series per sensor
     assert all(p["fieldConfig"]["defaults"].get("unit") for p in shown)
-    assert {p["fieldConfig"]["defaults"]["unit"] for p in shown} >= {"celsius", "percent", "volt", "watt", "none", "suffix: µS/cm"}
+    assert {p["fieldConfig"]["defaults"]["unit"] for p in shown} >= {"celsius", "percent", "volt", "watt", "none", "suffix:µS/cm"}
     # Each group's panels sit below its row and above the next row.
     tops = [r["gridPos"]["y"] for r in rows] + [10**6]
     for (top, bottom), name in zip(pairwise(tops), (r["title"] for r in rows), strict=True):

@@ -11,6 +11,7 @@ from typing import Any
 
 from fieldstation.energy import EnergySettings
 from fieldstation.grafana import queries as q
+from fieldstation.grafana import units
 from fieldstation.grafana.panels import (
     DATASOURCE,
     Grid,
@@ -34,8 +35,6 @@ UIDS = {
     "agent": "fieldstation-agent",
 }
 LOAD_WINDOWS = (("1 min", "1m"), ("1 h", "1h"), ("24 h", "24h"), ("7 d", "7d"), ("30 d", "30d"))
-#: Grafana currency units; others are shown as a suffix.
-CURRENCY_UNITS = {"EUR": "currencyEUR", "USD": "currencyUSD", "GBP": "currencyGBP", "CHF": "currencyCHF"}
 NO_DATA_GROUP = "Sensors"
 
 
@@ -215,7 +214,7 @@ def ups(nuts: list[Sensor], gs: GrafanaSettings) -> dict[str, Any] | None:
             stat(
                 "System uptime",
                 [target("A", q.uptime_percent(m, n, s.interval))],
-                "percent",
+                "%",
                 decimals=4,
                 description="Share of the time range with readings from the UPS: the station was up.",
             ),
@@ -226,7 +225,7 @@ def ups(nuts: list[Sensor], gs: GrafanaSettings) -> dict[str, Any] | None:
             stat(
                 "Wall-power uptime",
                 [target("A", q.uptime_percent(m, n, s.interval, on_line=True))],
-                "percent",
+                "%",
                 decimals=4,
                 description="Share of the time range on wall power (OL).",
             ),
@@ -287,7 +286,7 @@ def energy(meters: list[Sensor], gs: GrafanaSettings, es: EnergySettings) -> dic
     counted = [(s, [f for f in s.dashboard_fields() if f in es.counters and s.unit_of(f) == "kWh"]) for s in meters]
     if not any(c for _, c in counted):
         return None
-    currency = CURRENCY_UNITS.get(es.currency, f"suffix: {es.currency}")
+    currency = units.currency_unit(es.currency)
     grid = Grid()
     for s, counters in counted:
         if not counters:
@@ -319,8 +318,8 @@ def energy(meters: list[Sensor], gs: GrafanaSettings, es: EnergySettings) -> dic
                     decimals=2,
                     time_from=since,
                     no_value="0",
+                    unit_id=currency,
                 )
-                cost["fieldConfig"]["defaults"]["unit"] = currency
                 grid.add(cost, 3, 5)
         if power:
             grid.add(
@@ -356,8 +355,8 @@ def energy(meters: list[Sensor], gs: GrafanaSettings, es: EnergySettings) -> dic
                 "",
                 bars=True,
                 stacked=True,
+                unit_id=currency,
             )
-            cost_daily["fieldConfig"]["defaults"]["unit"] = currency
             grid.add(cost_daily, 24, 8)
     return dashboard(
         UIDS["energy"],
@@ -472,7 +471,7 @@ def agent(gs: GrafanaSettings) -> dict[str, Any]:
     grid = Grid()
     grid.row("Store and forward")
     grid.add(
-        timeseries("Spool depth (unsent readings)", [target("A", q.spool("depth"), alias="$tag_sink")], "none"), 12, 8
+        timeseries("Spool depth (unsent readings)", [target("A", q.spool("depth"), alias="$tag_sink")], "count"), 12, 8
     )
     grid.add(
         timeseries("Oldest unsent reading", [target("A", q.spool("oldest_unsent_age"), alias="$tag_sink")], "s"), 12, 8
@@ -480,7 +479,7 @@ def agent(gs: GrafanaSettings) -> dict[str, Any]:
     grid.row("Sensors")
     grid.add(
         timeseries(
-            "Failed reads per sensor", [target("A", q.errors_per_sensor(), alias="$tag_sensor")], "none", bars=True
+            "Failed reads per sensor", [target("A", q.errors_per_sensor(), alias="$tag_sensor")], "count", bars=True
         ),
         12,
         8,
@@ -496,7 +495,12 @@ def agent(gs: GrafanaSettings) -> dict[str, Any]:
     grid.row("Backups")
     for title, kind in (("Last backup", "backup"), ("Last restore drill", "restore_drill")):
         p = stat(
-            title, [target("A", q.last_backup(kind))], "dateTimeFromNow", fields="/^Time$/", no_value="none in 35 days"
+            title,
+            [target("A", q.last_backup(kind))],
+            "",
+            unit_id=units.TIME_AGO,
+            fields="/^Time$/",
+            no_value="none in 35 days",
         )
         grid.add(p, 12, 5)
     return dashboard(

@@ -1,6 +1,7 @@
 """Panel builders and the grid: plain dicts in Grafana's dashboard JSON model (schema version 39).
 
-Every panel gets a unit (Grafana's unit id from :data:`GRAFANA_UNITS`, or ``suffix:<unit>``), a datasource by uid,
+Every panel gets a unit (Grafana's unit id for a sensor's unit from :mod:`.units`, or one of the ids named there for
+what is no sensor's unit), a datasource by uid,
 and a place on the 24-column grid from :class:`Grid`, which never lets two panels overlap.
 """
 
@@ -9,45 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fieldstation.grafana.units import grafana_unit
+
 DATASOURCE_UID = "fieldstation-influxdb"
 DATASOURCE = {"type": "influxdb", "uid": DATASOURCE_UID}
 GRID_WIDTH = 24
-
-#: Our unit strings → Grafana unit ids (grafana/packages/grafana-data/src/valueFormats/categories.ts).
-GRAFANA_UNITS = {
-    "": "none",
-    "count": "none",
-    "°C": "celsius",
-    "°F": "fahrenheit",
-    "K": "kelvin",
-    "%": "percent",
-    "V": "volt",
-    "mV": "mvolt",
-    "A": "amp",
-    "mA": "mamp",
-    "W": "watt",
-    "kW": "kwatt",
-    "VA": "voltamp",
-    "var": "voltampreact",
-    "Wh": "watth",
-    "kWh": "kwatth",
-    "Hz": "hertz",
-    "s": "s",
-    "ms": "ms",
-    "B": "bytes",
-    "mbar": "pressurembar",
-    "bar": "pressurebar",
-    "hPa": "pressurehpa",
-    "Pa": "pressurepa",
-    "l/min": "flowlpm",
-    "ppm": "ppm",
-    "lux": "lux",
-}
-
-
-def grafana_unit(unit: str) -> str:
-    return GRAFANA_UNITS.get(unit, f"suffix: {unit}")
-
 
 def target(ref: str, query: str, *, alias: str = "", table: bool = False) -> dict[str, Any]:
     t: dict[str, Any] = {
@@ -73,14 +40,17 @@ def _thresholds(limits: tuple[float, float] | None) -> dict[str, Any]:
     return {"mode": "absolute", "steps": steps}
 
 
-def _base(kind: str, title: str, targets: list[dict[str, Any]], unit: str, description: str) -> dict[str, Any]:
+def _base(
+    kind: str, title: str, targets: list[dict[str, Any]], unit: str, description: str, *, unit_id: str | None = None
+) -> dict[str, Any]:
+    """``unit``: ours (a sensor's); ``unit_id``: a Grafana id, for what is no sensor's unit."""
     return {
         "type": kind,
         "title": title,
         "description": description,
         "datasource": DATASOURCE,
         "targets": targets,
-        "fieldConfig": {"defaults": {"unit": grafana_unit(unit)}, "overrides": []},
+        "fieldConfig": {"defaults": {"unit": unit_id or grafana_unit(unit)}, "overrides": []},
     }
 
 
@@ -101,8 +71,9 @@ def gauge(
     description: str = "",
     limits: tuple[float, float] | None = None,
     minmax: tuple[float, float] | None = None,
+    unit_id: str | None = None,
 ) -> dict[str, Any]:
-    p = _base("gauge", title, targets, unit, description)
+    p = _base("gauge", title, targets, unit, description, unit_id=unit_id)
     p["fieldConfig"]["defaults"]["thresholds"] = _thresholds(limits)
     if minmax is not None:
         p["fieldConfig"]["defaults"]["min"], p["fieldConfig"]["defaults"]["max"] = minmax
@@ -126,8 +97,9 @@ def stat(
     fields: str = "",
     no_value: str = "",
     time_from: str = "",
+    unit_id: str | None = None,
 ) -> dict[str, Any]:
-    p = _base("stat", title, targets, unit, description)
+    p = _base("stat", title, targets, unit, description, unit_id=unit_id)
     defaults = p["fieldConfig"]["defaults"]
     if decimals is not None:
         defaults["decimals"] = decimals
@@ -157,8 +129,9 @@ def timeseries(
     limits: tuple[float, float] | None = None,
     bars: bool = False,
     stacked: bool = False,
+    unit_id: str | None = None,
 ) -> dict[str, Any]:
-    p = _base("timeseries", title, targets, unit, description)
+    p = _base("timeseries", title, targets, unit, description, unit_id=unit_id)
     custom: dict[str, Any] = {"drawStyle": "bars" if bars else "line", "spanNulls": False}
     if bars:
         custom["fillOpacity"] = 80
@@ -175,8 +148,10 @@ def timeseries(
     return p
 
 
-def table(title: str, targets: list[dict[str, Any]], unit: str, *, description: str = "") -> dict[str, Any]:
-    p = _base("table", title, targets, unit, description)
+def table(
+    title: str, targets: list[dict[str, Any]], unit: str, *, description: str = "", unit_id: str | None = None
+) -> dict[str, Any]:
+    p = _base("table", title, targets, unit, description, unit_id=unit_id)
     p["options"] = {"showHeader": True, "sortBy": [{"displayName": "Time", "desc": True}]}
     return p
 

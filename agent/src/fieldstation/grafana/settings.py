@@ -99,6 +99,11 @@ class GrafanaSettings(_Strict):
         "/etc/grafana/provisioning", description="Where Grafana reads these files (the provider's JSON path)."
     )
     datasource: Datasource = Field(default_factory=Datasource)
+    backups: bool = Field(
+        False,
+        description="The station backs up (the inventory's backup_enabled): only then are the backup and "
+        "restore-drill alerts and the dashboard's Backups row rendered; without, they would alert forever.",
+    )
     alerts: Alerts = Field(default_factory=Alerts)
     ups: list[Ups] = Field(default_factory=list)
     clients: list[Client] = Field(default_factory=list)
