@@ -6,7 +6,8 @@ import pytest
 
 from fieldstation.scheduler import Scheduler
 from fieldstation.sensor import SensorError
-from fieldstation.sensors.nut import Nut, decode, events
+from fieldstation.sensors import nut_names
+from fieldstation.sensors.nut import Nut, decode, events, field_name
 from harness.agent import Recorder, wait_for
 from harness.nut import ONLINE, PASSWORD, USER, Upsd
 
@@ -81,3 +82,111 @@ def test_events_are_status_transitions() -> None:
     assert events({"OB", "LB"}, {"OL", "CHRG"}) == ["power_restored"]
     assert events({"OL"}, {"OL", "OVER", "RB"}) == ["overload", "replace_battery"]
     assert events({"OL"}, {"OL", "CHRG"}) == []
+
+
+#: Text NUT defines as strings, each looking like a number, and numbers NUT gives a unit the old table lacked.
+LOOKS_NUMERIC = {
+    "ups.serial": "09000717",
+    "device.serial": "800000000000000000000001",  # 24 digits: a float would make it 8.0e+23
+    "ups.firmware": "5.100",
+    "ups.firmware.aux": "02",
+    "ups.id": "1234",
+    "ups.model": "1500",
+    "ups.mfr.date": "2019",
+    "battery.date": "20240115",
+    "battery.mfr.date": "2023.11",
+    "ups.vendorid": "0463",
+    "input.source": "1",
+}
+WITH_UNITS = {
+    "input.transfer.low": ("170", "V"),
+    "input.transfer.high": ("280", "V"),
+    "input.frequency.nominal": ("50", "Hz"),
+    "input.current.nominal": ("6.5", "A"),
+    "output.current.nominal": ("6.5", "A"),
+    "output.frequency.nominal": ("50", "Hz"),
+    "ups.timer.reboot": ("-1", "s"),
+    "ups.delay.reboot": ("60", "s"),
+    "ups.test.interval": ("1209600", "s"),
+    "outlet.1.delay.shutdown": ("120", "s"),
+    "outlet.2.delay.start": ("3", "s"),
+    "outlet.group.1.current": ("0.4", "A"),
+    "input.L1.current": ("13.3", "A"),
+    "input.bypass.L1-L2.voltage": ("398.3", "V"),
+    "ambient.1.temperature": ("21.5", "°C"),
+    "ambient.humidity": ("38.8", "%"),
+    "battery.capacity": ("7.2", "Ah"),
+    "battery.voltage.low": ("21,52", "V"),  # NUT's own example: a decimal comma
+}
+
+
+def test_text_stays_text_and_every_number_carries_nut_s_unit(upsd: Upsd) -> None:
+    rec = Recorder()
+    upsd.set_state({**ONLINE, **LOOKS_NUMERIC, **{k: v for k, (v, _) in WITH_UNITS.items()}})
+    sensor = Nut(name="ups", ups="dummy", port=upsd.port, interval=0.2)
+    with Scheduler([sensor], rec).running():
+        wait_for(lambda: any("outlet_1_delay_shutdown" in r.fields for r in rec.readings), 15, "the new state read")
+    latest: dict[str, tuple[object, str]] = {}
+    for r in rec.readings:
+        latest.update({name: (value, r.tags["unit"]) for name, value in r.fields.items()})
+    stored_text = sorted(field_name(v) for v in LOOKS_NUMERIC if field_name(v) in latest)
+    assert stored_text == [], f"text variables stored as numbers: {stored_text}"
+    got = {v: latest.get(field_name(v)) for v in WITH_UNITS}
+    expected = {v: (float(value.replace(",", ".")), unit) for v, (value, unit) in WITH_UNITS.items()}
+    assert got == expected
+
+
+def test_decode_never_parses_text_variables_however_numeric_they_look() -> None:
+    fields = decode({**LOOKS_NUMERIC, "ups.load": "023.4", "battery.packs": "001", "ups.status": "OL"})
+    assert {k: v for k, v in fields.items() if k in ("ups_load", "battery_packs")} == {
+        "ups_load": 23.4, "battery_packs": 1.0,
+    }
+    assert not {field_name(v) for v in LOOKS_NUMERIC} & set(fields)
+
+
+def test_a_variable_nut_does_not_name_is_kept_when_it_is_a_number() -> None:
+    fields = decode({"ups.vendor.thing": "12.5", "ups.vendor.label": "abc", "ups.vendor.nan": "nan"})
+    assert fields == {"ups_vendor_thing": 12.5}
+    assert Nut(name="ups", ups="dummy").unit_of("ups_vendor_thing") == ""
+
+
+def test_a_numeric_variable_showing_text_is_skipped_that_read() -> None:
+    assert decode({"battery.runtime": "unknown", "battery.charge": "1_000", "ups.load": "5.1.2"}) == {}
+
+
+def test_the_users_units_override_nut_s_for_the_fields_they_name() -> None:
+    sensor = Nut(name="ups", ups="dummy", unit={"ups_load": "percent"})
+    assert (sensor.unit_of("ups_load"), sensor.unit_of("battery_runtime"), sensor.unit_of("outage_s")) == (
+        "percent", "s", "s",
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "unit"),
+    [
+        ("outlet.3.current", "A"),
+        ("outlet.current", "A"),  # outlet without index: the whole set (outlet.0)
+        ("outlet.group.2.delay.start", "s"),  # outlet.n.* names apply to groups
+        ("outlet.group.2.count", ""),
+        ("ambient.2.contacts.1.status", nut_names.TEXT),
+        ("output.L2-N.voltage", "V"),
+        ("output.inverter.L3.realpower", "W"),
+        ("input.bypass.frequency", "Hz"),
+        ("input.L1.alarm", nut_names.TEXT),
+        ("driver.parameter.pollinterval", nut_names.TEXT),
+        ("outlet.1.desc", nut_names.TEXT),
+    ],
+)
+def test_indexed_and_three_phase_names_follow_nut_s_scheme(variable: str, unit: str | None) -> None:
+    assert nut_names.kind(variable) == unit
+
+
+def test_the_only_numbers_without_a_unit_are_counts_and_ratios() -> None:
+    unitless = sorted(n for n, u in {**nut_names.NAMES, **nut_names.PHASE_SPECS}.items() if u == "")
+    assert unitless == [
+        "ambient.count", "battery.packs", "battery.packs.bad", "crestfactor", "device.count", "input.phases",
+        "outlet.count", "outlet.group.count", "outlet.group.n.count", "outlet.n.crestfactor",
+        "outlet.n.powerfactor", "output.phases", "powerfactor",
+    ]
+    with pytest.raises(nut_names.Unknown):
+        nut_names.kind("ups.vendor.thing")

@@ -1,4 +1,4 @@
-"""UPS through NUT: every numeric variable the UPS offers, and ``ups.status`` decoded into flags.
+"""UPS through NUT: every variable NUT defines as a number, with its unit, and ``ups.status`` decoded into flags.
 
 Every UPS goes through NUT's upsd: USB ones (usbhid-ups), and Eaton network cards through snmp-ups or
 netxml-ups, so this one driver covers them all. Variable names follow NUT's (dots become underscores).
@@ -6,6 +6,9 @@ netxml-ups, so this one driver covers them all. Variable names follow NUT's (dot
 
 from __future__ import annotations
 
+import functools
+import math
+import re
 import time
 from typing import ClassVar
 
@@ -13,6 +16,7 @@ from pydantic import Field, PrivateAttr, SecretStr
 
 from fieldstation.nut_client import DEFAULT_PORT, NutClient, NutError
 from fieldstation.sensor import Sensor, SensorError
+from fieldstation.sensors import nut_names
 
 #: ``ups.status`` tokens (NUT developer guide, "Status data") → boolean field.
 STATUS_FLAGS = {
@@ -34,57 +38,46 @@ STATUS_FLAGS = {
     "TEST": "testing",
 }
 
-#: NUT variable → unit. A numeric variable not listed here is still stored, without a unit.
-UNITS = {
-    "battery.charge": "%",
-    "battery.charge.low": "%",
-    "battery.charge.warning": "%",
-    "battery.runtime": "s",
-    "battery.runtime.low": "s",
-    "battery.voltage": "V",
-    "battery.voltage.nominal": "V",
-    "battery.temperature": "°C",
-    "input.voltage": "V",
-    "input.voltage.nominal": "V",
-    "input.frequency": "Hz",
-    "input.current": "A",
-    "output.voltage": "V",
-    "output.voltage.nominal": "V",
-    "output.frequency": "Hz",
-    "output.current": "A",
-    "ups.load": "%",
-    "ups.realpower": "W",
-    "ups.realpower.nominal": "W",
-    "ups.power": "VA",
-    "ups.power.nominal": "VA",
-    "ups.temperature": "°C",
-    "ups.delay.shutdown": "s",
-    "ups.delay.start": "s",
-    "ups.timer.shutdown": "s",
-    "ups.timer.start": "s",
-}
-
 #: The fields the overview dashboard shows for a UPS (the UPS dashboard shows more).
 DASHBOARD_FIELDS = ("battery_charge", "battery_runtime", "ups_load", "input_voltage", "output_voltage")
 
-#: Variables that describe the driver, not the UPS.
-SKIPPED_PREFIXES = ("driver.", "device.", "ups.productid", "ups.vendorid")
+#: A number as NUT drivers print one: "230.1", "042.7", "024", "-1.5e3"; some print a decimal comma ("21,52").
+NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?")
+
+#: Fields the driver makes itself, with their units.
+OWN_UNITS = {"outage_s": "s"}
 
 
 def field_name(variable: str) -> str:
     return variable.replace(".", "_")
 
 
+def number(value: str) -> float | None:
+    """The value as a float, or None when it is not a plain decimal number (``nan``, ``1_000``, ``5.1.2``)."""
+    text = value.strip()
+    if NUMBER.fullmatch(text) is None:
+        return None
+    x = float(text.replace(",", "."))
+    return x if math.isfinite(x) else None
+
+
 def decode(variables: dict[str, str]) -> dict[str, float | bool | str]:
-    """upsd's variables → fields: numbers as floats, ``status`` as text, one bool per status flag."""
+    """upsd's variables → fields, by NUT's naming scheme (:mod:`fieldstation.sensors.nut_names`).
+
+    A variable NUT defines as a number becomes a float field; one NUT defines as text (serial, firmware, dates,
+    ``ups.id``, ``ups.model``) is not stored, whatever it looks like; a variable NUT does not name (a driver's own)
+    is stored when its value is a plain number. ``ups.status`` becomes ``status`` plus one bool per status flag.
+    """
     fields: dict[str, float | bool | str] = {}
     for name, value in sorted(variables.items()):
-        if name.startswith(SKIPPED_PREFIXES) or name == "ups.status":
-            continue
         try:
-            fields[field_name(name)] = float(value)
-        except ValueError:
-            continue  # text (model, serial, beeper status): not a measurement
+            if nut_names.kind(name) is nut_names.TEXT:
+                continue
+        except nut_names.Unknown:
+            pass
+        x = number(value)
+        if x is not None:  # a numeric variable showing text ("unknown", "N/A") has no value this time
+            fields[field_name(name)] = x
     status = variables.get("ups.status")
     if status is not None:
         tokens = set(status.split())
@@ -92,6 +85,18 @@ def decode(variables: dict[str, str]) -> dict[str, float | bool | str]:
         for token, flag in STATUS_FLAGS.items():
             fields[flag] = token in tokens
     return fields
+
+
+@functools.lru_cache(maxsize=4096)
+def unit_of_field(field: str) -> str:
+    """NUT's unit of a field this driver wrote ("" for none). NUT's names hold no underscores, so the field's
+    underscores are its variable's dots."""
+    if field in OWN_UNITS:
+        return OWN_UNITS[field]
+    try:
+        return nut_names.kind(field.replace("_", ".")) or ""
+    except nut_names.Unknown:
+        return ""
 
 
 #: A status token appearing (or, for power_restored, OB going away while OL is there) → the ``event`` field.
@@ -112,10 +117,6 @@ def events(before: set[str], after: set[str]) -> list[str]:
     return out
 
 
-def _default_units() -> dict[str, str]:
-    return {**{field_name(v): u for v, u in UNITS.items()}, "outage_s": "s"}
-
-
 class Nut(Sensor):
     """One UPS served by upsd."""
 
@@ -126,7 +127,9 @@ class Nut(Sensor):
     port: int = Field(DEFAULT_PORT, ge=1, le=65535, description="upsd's port.")
     username: str | None = Field(None, description="A user from upsd.users; checked once at open.")
     password: SecretStr | None = Field(None, description="Its password (from the vault).")
-    unit: str | dict[str, str] = Field(default_factory=_default_units, description="Units per field (NUT's).")
+    unit: str | dict[str, str] = Field(
+        default_factory=dict, description="Units per field, over NUT's own (sensors/nut_names.py), which the rest keep."
+    )
     interval: float = Field(5.0, description="Seconds between reads.")
 
     _tokens: set[str] | None = PrivateAttr(default=None)
@@ -134,6 +137,11 @@ class Nut(Sensor):
 
     def dashboard_fields(self) -> list[str]:
         return list(DASHBOARD_FIELDS)
+
+    def unit_of(self, field_name: str) -> str:
+        if isinstance(self.unit, str):
+            return self.unit or unit_of_field(field_name)
+        return self.unit.get(field_name) or unit_of_field(field_name)
 
     def _client(self) -> NutClient:
         # Below the scheduler's read timeout, so a silent upsd is reported as such, not as a hung read.
