@@ -4,7 +4,10 @@
   (``$timeFilter`` → ``time >= <from>ms and time <= <to>ms``, ``$__interval``, ``${__range_s}``, ``${__range_ms}``,
   ``$rp``), and ``now()`` pinned to the instant of evaluation, so a check can be computed independently.
 - :func:`evaluate_rule`: one alert rule as Grafana's alerting evaluates it: query A over its relative time range,
-  reduce B (dropping nulls), math C; no series at all is NoData, and the rule then takes its ``noDataState``.
+  reduce B (dropping nulls), math or threshold C; no series at all is NoData, and the rule then takes its
+  ``noDataState``.
+- :func:`rule_states`: the rule evaluated every ``interval`` with its pending period (``for``), as Grafana's
+  state manager does: true → Pending, true for ``for`` → Alerting, false → Normal (a firing alert resolves).
 - :func:`all_queries`: every InfluxQL statement in rendered dashboards and rules.
 """
 
@@ -68,6 +71,44 @@ def math_expression(expression: str, b: float) -> float:
     return float(eval(py))
 
 
+THRESHOLDS = {
+    "gt": lambda b, p: b > p[0],
+    "lt": lambda b, p: b < p[0],
+    "within_range": lambda b, p: p[0] < b < p[1],
+    "outside_range": lambda b, p: b < p[0] or b > p[1],
+}
+
+
+def condition(model: dict[str, Any], b: float) -> bool:
+    """Grafana's C: a math expression over $B, or a threshold expression on B."""
+    if model["type"] == "math":
+        return bool(math_expression(model["expression"], b))
+    assert model["type"] == "threshold" and model["expression"] == "B", model
+    (cond,) = model["conditions"]
+    return bool(THRESHOLDS[cond["evaluator"]["type"]](b, cond["evaluator"]["params"]))
+
+
+def _seconds(d: str) -> int:
+    return int(d[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[d[-1]]
+
+
+def rule_states(
+    db: Influx, database: str, rule: dict[str, Any], start_ms: int, end_ms: int, interval_s: int = 60
+) -> list[tuple[int, str]]:
+    """(instant, state) at each evaluation from ``start_ms`` to ``end_ms``: Normal, Pending or Alerting."""
+    pending = _seconds(rule["for"]) * 1000
+    since: int | None = None
+    out = []
+    for at in range(start_ms, end_ms + 1, interval_s * 1000):
+        if evaluate_rule(db, database, rule, at) == "Alerting":
+            since = at if since is None else since
+            out.append((at, "Alerting" if at - since >= pending else "Pending"))
+        else:
+            since = None
+            out.append((at, "Normal"))
+    return out
+
+
 def evaluate_rule(db: Influx, database: str, rule: dict[str, Any], at_ms: int) -> str:
     """``Alerting``, ``Normal`` (C is 0), or the rule's noDataState when A returns no series."""
     a, b, c = rule["data"]
@@ -79,7 +120,7 @@ def evaluate_rule(db: Influx, database: str, rule: dict[str, Any], at_ms: int) -
     if not series or reduced is None:
         state: str = rule["noDataState"]
         return "Alerting" if state == "Alerting" else "NoData" if state == "NoData" else "Normal"
-    return "Alerting" if math_expression(c["model"]["expression"], reduced) else "Normal"
+    return "Alerting" if condition(c["model"], reduced) else "Normal"
 
 
 def load_rendered(outdir: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:

@@ -340,9 +340,10 @@ def rule(st: Station, title: str) -> dict[str, Any]:
 
 
 def test_limit_rule_fires_above_the_limit_and_not_below(station: Station) -> None:
-    r = rule(station, "t value outside 15 … 25 °C")
-    assert evaluate_rule(station.influx, DB, r, station.T) == "Alerting"  # the last 10 minutes at 30 °C
-    assert evaluate_rule(station.influx, DB, r, station.T - 60 * MIN) == "Normal"
+    high, low = rule(station, "t value above 25 °C"), rule(station, "t value below 15 °C")
+    assert evaluate_rule(station.influx, DB, high, station.T) == "Alerting"  # the last 10 minutes at 30 °C
+    assert evaluate_rule(station.influx, DB, high, station.T - 60 * MIN) == "Normal"
+    assert evaluate_rule(station.influx, DB, low, station.T) == "Normal"
 
 
 def test_stale_rule_alerts_on_no_data(station: Station) -> None:

@@ -1,7 +1,10 @@
 """Alert rules, the e-mail contact point, the notification policy and the message templates.
 
-Every rule is A (an InfluxQL query over a window ending now) → B (reduce) → C (a math condition); the rule fires
-when C is not 0. No data means "all clear" only where that is true: a sensor's stale rule and the backup rule
+Every rule is A (an InfluxQL query over a window ending now) → B (reduce) → C (a threshold, or a math condition);
+the rule fires when C is not 0. A sensor's limits are two rules, as Grafana's own threshold rules are: the high
+limit compares the window's maximum, the low limit its minimum, so an excursion between two readings of a swinging
+signal is not averaged away; ``limit_for`` is their pending period (beyond the limit at every evaluation for that
+long before a mail). No data means "all clear" only where that is true: a sensor's stale rule and the backup rule
 alert on no data, the others do not (the stale rule covers them).
 
 Mails carry text only (value, threshold, description, a link): Grafana's image renderer does not run on ARM.
@@ -39,7 +42,7 @@ def rule(  # noqa: PLR0917 -- uid, title, query, window, reducer, condition: the
     query: str,
     window_s: int,
     reducer: str,
-    condition: str,
+    condition: str | tuple[str, float],
     *,
     for_: str,
     no_data: str,
@@ -79,11 +82,7 @@ def rule(  # noqa: PLR0917 -- uid, title, query, window, reducer, condition: the
                     "datasource": EXPR,
                 },
             },
-            {
-                "refId": "C",
-                "datasourceUid": "__expr__",
-                "model": {"refId": "C", "type": "math", "expression": condition, "datasource": EXPR},
-            },
+            {"refId": "C", "datasourceUid": "__expr__", "model": _condition(condition)},
         ],
         "noDataState": no_data,
         "execErrState": "Error",
@@ -100,6 +99,30 @@ def rule(  # noqa: PLR0917 -- uid, title, query, window, reducer, condition: the
     }
 
 
+def _condition(condition: str | tuple[str, float]) -> dict[str, Any]:
+    """A math expression over $B, or (evaluator, value): Grafana's threshold expression (``gt``, ``lt``) on B."""
+    if isinstance(condition, str):
+        return {"refId": "C", "type": "math", "expression": condition, "datasource": EXPR}
+    evaluator, value = condition
+    return {
+        "refId": "C",
+        "type": "threshold",
+        "expression": "B",
+        "conditions": [{"evaluator": {"type": evaluator, "params": [value]}}],
+        "datasource": EXPR,
+    }
+
+
+#: A limit → (its side, InfluxQL function over the window, Grafana reducer, threshold evaluator, word).
+LIMIT_SIDES = (("high", "max", "max", "gt", "above"), ("low", "min", "min", "lt", "below"))
+
+
+def limit_window(sensor: Sensor, gs: GrafanaSettings) -> int:
+    """What each evaluation looks at: two evaluations' worth (no reading falls between two windows), and at least two
+    of the sensor's readings."""
+    return max(2 * seconds(gs.alerts.evaluate_every), int(2 * sensor.interval + 0.999), 120)
+
+
 def _unit(sensor: Sensor, field: str) -> str:
     u = sensor.unit_of(field)
     return f" {u}" if u else ""
@@ -107,33 +130,37 @@ def _unit(sensor: Sensor, field: str) -> str:
 
 def limit_rules(sensors: list[Sensor], gs: GrafanaSettings) -> list[dict[str, Any]]:
     out = []
-    window = max(2 * seconds(gs.alerts.evaluate_every), 120)
     link = f"{gs.url}/d/{UIDS['overview']}"
     for s in sensors:
+        window = limit_window(s, gs)
         for field, (lo, hi) in s.limits.items():
             unit = _unit(s, field)
             what = f"{s.description or s.name}" + ("" if field == "value" else f" {field}")
-            query = (
-                f"SELECT mean({q.ident(field)}) FROM {q.RAW}.{q.ident(s.measurement_name)} "  # noqa: S608
-                f'WHERE "sensor" = {q.literal(s.name)} AND $timeFilter GROUP BY time(1m) fill(none)'
-            )
-            out.append(
-                rule(
-                    _uid("limit", f"{s.name}/{field}"),
-                    f"{s.name} {field} outside {lo:g} … {hi:g}{unit}",
-                    query,
-                    window,
-                    "last",
-                    f"$B < {lo!r} || $B > {hi!r}",
-                    for_=gs.alerts.limit_for,
-                    no_data="OK",
-                    labels={"kind": "limit", "sensor": s.name, "field": field},
-                    summary=f"{what} is {{{{ humanize $values.B.Value }}}}{unit}, outside {lo:g} … {hi:g}{unit}",
-                    description=s.description or s.name,
-                    threshold=f"{lo:g} … {hi:g}{unit} for {gs.alerts.limit_for}",
-                    link=link,
+            for side, fn, reducer, evaluator, word in LIMIT_SIDES:
+                limit = hi if side == "high" else lo
+                query = (
+                    f"SELECT {fn}({q.ident(field)}) FROM {q.RAW}.{q.ident(s.measurement_name)} "  # noqa: S608
+                    f'WHERE "sensor" = {q.literal(s.name)} AND $timeFilter'
                 )
-            )
+                out.append(
+                    rule(
+                        _uid(side, f"{s.name}/{field}"),
+                        f"{s.name} {field} {word} {limit:g}{unit}",
+                        query,
+                        window,
+                        reducer,
+                        (evaluator, limit),
+                        for_=gs.alerts.limit_for,
+                        no_data="OK",  # the stale rule covers silence
+                        labels={"kind": "limit", "sensor": s.name, "field": field, "limit": side},
+                        summary=f"{what} reached {{{{ humanize $values.B.Value }}}}{unit}, {word} its {side} limit "
+                        f"{limit:g}{unit}",
+                        description=s.description or s.name,
+                        threshold=f"{lo:g} … {hi:g}{unit}: {word} {limit:g}{unit} at every evaluation for "
+                        f"{gs.alerts.limit_for} (the {fn} of each {window} s)",
+                        link=link,
+                    )
+                )
     return out
 
 
