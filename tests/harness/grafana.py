@@ -93,7 +93,7 @@ def _seconds(d: str) -> int:
 
 
 def rule_states(
-    db: Influx, database: str, rule: dict[str, Any], start_ms: int, end_ms: int, interval_s: int = 60
+    db: Influx, database: str, rule: dict[str, Any], start_ms: int, end_ms: int, *, interval_s: int = 60
 ) -> list[tuple[int, str]]:
     """(instant, state) at each evaluation from ``start_ms`` to ``end_ms``: Normal, Pending or Alerting."""
     pending = _seconds(rule["for"]) * 1000

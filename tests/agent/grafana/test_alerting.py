@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -81,7 +80,7 @@ def cold(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cold]:
 
 def states(c: Cold, title: str) -> list[tuple[int, str]]:
     start, _ = c.swing
-    return rule_states(c.influx, DB, c.rules[title], start + MIN, c.T, 60)
+    return rule_states(c.influx, DB, c.rules[title], start + MIN, c.T, interval_s=60)
 
 
 @pytest.mark.parametrize("title", ["fridge value above 8 °C", "fridge value below 2 °C"])
