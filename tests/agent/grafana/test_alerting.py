@@ -7,13 +7,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
 from fieldstation.energy import EnergySettings
-from fieldstation.grafana import render
+from fieldstation.grafana import render, render_files
 from fieldstation.grafana.settings import GrafanaSettings
 from fieldstation.influx_setup import Credentials, InfluxSetup, Retention, setup
 from fieldstation.influxd import LocalInfluxd
@@ -132,3 +133,33 @@ def test_each_limit_is_its_own_rule_with_the_windows_max_or_min(cold: Cold) -> N
         assert c["conditions"][0]["evaluator"] == {"type": "gt", "params": [8]} if side == "high" else \
             c["conditions"][0]["evaluator"] == {"type": "lt", "params": [2]}
         assert r["data"][0]["relativeTimeRange"]["from"] == 120
+
+
+def _rules(config: str, gs: GrafanaSettings, tmp_path: Path) -> tuple[list[str], list[str]]:
+    """(rule group names, titles of the agent dashboard's rows) rendered for ``config``."""
+    import json
+
+    import yaml
+
+    path = tmp_path / "config.py"
+    path.write_text(config)
+    files = render_files(load_sensors(path), gs, EnergySettings())
+    groups = [g["name"] for g in yaml.safe_load(files["alerting/fieldstation-rules.yaml"])["groups"]]
+    agent = json.loads(files["dashboards/fieldstation/fieldstation-agent.json"])
+    return groups, [p["title"] for p in agent["panels"] if p["type"] == "row"]
+
+
+def test_backup_rules_and_panels_only_when_backups_are_enabled(tmp_path: Path) -> None:
+    groups, rows = _rules(CONFIG, GS, tmp_path)  # backups: false, the inventory's default
+    assert "backups" not in groups and "Backups" not in rows
+    groups, rows = _rules(CONFIG, GS.model_copy(update={"backups": True}), tmp_path)
+    assert "backups" in groups and "Backups" in rows
+
+
+def test_ups_rules_only_for_nut_sensors(tmp_path: Path) -> None:
+    groups, _ = _rules(CONFIG, GS, tmp_path)
+    assert groups == ["sensor limits", "stale sensors"]
+    with_ups = CONFIG.replace('sensors = {"Cold room": [', 'from fieldstation.sensors.nut import Nut\n'
+                              'sensors = {"Cold room": [Nut(name="ups", ups="eaton"),')
+    groups, _ = _rules(with_ups, GS, tmp_path)
+    assert groups == ["sensor limits", "stale sensors", "ups"]

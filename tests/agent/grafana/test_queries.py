@@ -61,6 +61,7 @@ TARIFF = EnergySettings(
 )
 GS = GrafanaSettings(
     alerts={"emails": ["lab@example.org"]},  # type: ignore[arg-type]
+    backups=True,
     ups=[Ups(sensor="ups", rated_power_w=900, shutdown_charge=20, low_battery_alert=40, overload_alert=90)],
 )
 
@@ -390,6 +391,47 @@ def test_a_failed_remote_shutdown_alerts(station: Station) -> None:
     r = rule(station, "A remote shutdown failed")
     assert evaluate_rule(station.influx, DB, r, station.T) == "Alerting"
     assert evaluate_rule(station.influx, DB, r, station.T + 2 * 3600_000) == "Normal"  # an hour later, all clear
+
+
+def _stale_silence(st: Station, name: str) -> int:
+    """An instant after the stale window of sensor ``name`` has passed without a reading."""
+    r = rule(st, f"{name} sends no data")
+    return st.T + r["data"][0]["relativeTimeRange"]["from"] * 1000 + 10 * MIN
+
+
+def scenarios(st: Station) -> dict[str, tuple[int, int]]:
+    """Rule title → (an instant it alerts, an instant it is normal), for every rule the station renders."""
+    first, last = st.outage
+    drill_failed = st.T + 3600_000  # as in test_a_failed_restore_drill_alerts_for_a_week
+    cold = st.T + 3 * 3600_000  # a reading of 10 °C, below t's low limit
+    st.influx.write([f"fieldstation_backup,kind=restore_drill ok=false,bytes=0i,duration_s=3.5 {drill_failed * 10**6}",
+                     f"simulated,sensor=t,unit=°C value=10.0 {cold * 10**6}"], DB, "raw")
+    out = {
+        "t value above 25 °C": (st.T, st.T - 60 * MIN),
+        "t value below 15 °C": (cold, st.T),
+        "ups: power cut": (first + 30_000, st.T),
+        "ups: power restored": (last + MIN + 30_000, st.T),
+        "ups: battery at or below 40 %": (last + 1000, first + 1000),
+        "ups: load at or above 90 %": (st.spike + 30_000, st.spike + 5 * MIN),
+        "A remote shutdown failed": (st.T, st.T + 2 * 3600_000),
+        "No good backup for 26h": (st.T + 25 * 3600_000, st.T),
+        "The restore drill failed": (drill_failed + 60_000, st.T),
+    }
+    for name in ("ups", "mains_meter", "pi", "t"):
+        out[f"{name} sends no data"] = (_stale_silence(st, name), st.T)
+    return out
+
+
+def test_every_rendered_rule_fires_and_resolves(station: Station) -> None:
+    """Each rule the station renders alerts at one instant and is normal at another: none can cry wolf for ever or
+    never speak; a new rule without a scenario here fails."""
+    _, rules = load_rendered(station.outdir)
+    cases = scenarios(station)
+    assert sorted(r["title"] for r in rules) == sorted(cases)
+    for r in rules:
+        fire, calm = cases[r["title"]]
+        assert (evaluate_rule(station.influx, DB, r, fire), evaluate_rule(station.influx, DB, r, calm)) == (
+            "Alerting", "Normal"), r["title"]
 
 
 def test_campaign_dashboards_read_the_files_policy(station: Station, tmp_path: Path) -> None:

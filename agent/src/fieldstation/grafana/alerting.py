@@ -5,7 +5,8 @@ the rule fires when C is not 0. A sensor's limits are two rules, as Grafana's ow
 limit compares the window's maximum, the low limit its minimum, so an excursion between two readings of a swinging
 signal is not averaged away; ``limit_for`` is their pending period (beyond the limit at every evaluation for that
 long before a mail). No data means "all clear" only where that is true: a sensor's stale rule and the backup rule
-alert on no data, the others do not (the stale rule covers them).
+alert on no data, the others do not (the stale rule covers them). Only rules that can concern this station are
+rendered: UPS rules for ``nut`` sensors, backup and restore-drill rules when backups are enabled.
 
 Mails carry text only (value, threshold, description, a link): Grafana's image renderer does not run on ARM.
 """
@@ -346,7 +347,7 @@ def rules_file(sensors: list[Sensor], nuts: list[Sensor], gs: GrafanaSettings) -
         ("sensor limits", limit_rules(sensors, gs)),
         ("stale sensors", stale_rules(sensors, gs)),
         ("ups", [*ups_rules(nuts, gs), remote_shutdown_rule(gs)] if nuts else []),
-        ("backups", [backup_rule(gs), drill_rule(gs)]),
+        ("backups", [backup_rule(gs), drill_rule(gs)] if gs.backups else []),
     ]
     return {
         "apiVersion": 1,

@@ -492,6 +492,21 @@ def agent(gs: GrafanaSettings) -> dict[str, Any]:
     )
     stale["fieldConfig"]["defaults"]["mappings"] = BOOL_MAPPINGS
     grid.add(stale, 12, 8)
+    if gs.backups:
+        _backup_row(grid)
+    return dashboard(
+        UIDS["agent"],
+        "Fieldstation agent",
+        grid.done(),
+        description="The agent's own health: spool, sinks, sensor errors" + (", backups." if gs.backups else "."),
+        timezone=gs.timezone,
+        time_from="now-24h",
+        variables=[rp_variable()],
+        links=links(),
+    )
+
+
+def _backup_row(grid: Grid) -> None:
     grid.row("Backups")
     for title, kind in (("Last backup", "backup"), ("Last restore drill", "restore_drill")):
         p = stat(
@@ -503,13 +518,3 @@ def agent(gs: GrafanaSettings) -> dict[str, Any]:
             no_value="none in 35 days",
         )
         grid.add(p, 12, 5)
-    return dashboard(
-        UIDS["agent"],
-        "Fieldstation agent",
-        grid.done(),
-        description="The agent's own health: spool, sinks, sensor errors, backups.",
-        timezone=gs.timezone,
-        time_from="now-24h",
-        variables=[rp_variable()],
-        links=links(),
-    )
