@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -23,7 +24,7 @@ from typing import Any
 from fieldstation import __version__
 from fieldstation.influx_setup import DEFAULT_SETUP
 from fieldstation.influxql import InfluxError
-from fieldstation.loader import DEFAULT_CONFIG, ConfigError, load_sensors
+from fieldstation.loader import DEFAULT_CONFIG, ConfigError, load_sensors, threads_left_running
 from fieldstation.reading import Reading
 from fieldstation.sensor import Sensor
 from fieldstation.settings import AgentSettings, load_settings
@@ -73,6 +74,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     sensors = load_sensors(args.path)
     drivers = sorted({_driver(s) for s in sensors})
     print(f"{args.path}: OK, {len(sensors)} sensors ({', '.join(drivers)})")
+    for t in threads_left_running():
+        print(f"fieldstation: {args.path}: warning: it starts a thread ({t.name}) that keeps running", file=sys.stderr)
     return 0
 
 
@@ -84,13 +87,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     return Agent(settings, sensors, on_readings=print_readings if args.print else None).run_forever()
 
 
+def _user_line(exc: BaseException, sensor: Sensor) -> str:
+    """``file:line`` of the innermost frame of config.py in the traceback, else where the sensor is defined."""
+    where = None
+    if sensor._origin is not None:
+        for frame in traceback.extract_tb(exc.__traceback__):
+            if frame.filename == sensor._origin[0]:
+                where = f"{frame.filename}:{frame.lineno}"
+    return where or sensor.origin
+
+
+def _print_user_traceback(exc: BaseException, sensor: Sensor) -> None:
+    """The traceback from the first frame of config.py on; the scheduler's frames above it are trimmed."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    path = sensor._origin[0] if sensor._origin is not None else None
+    first = next((i for i, f in enumerate(frames) if f.filename == path), 0)
+    lines = ["Traceback (most recent call last):\n"]
+    if first:
+        lines.append(f"  ... {first} fieldstation frame{'s' if first != 1 else ''} above config.py trimmed\n")
+    lines += traceback.format_list(frames[first:])
+    lines += traceback.format_exception_only(exc)
+    print("".join(lines), end="", file=sys.stderr, flush=True)
+
+
+def _undeclared(sensor: Sensor, readings: list[Reading]) -> list[str]:
+    declared = sensor.declared_fields()
+    if declared is None:
+        return []
+    got = dict.fromkeys(f for r in readings for f in r.fields if f != "out_of_range")
+    return [f for f in got if f not in declared]
+
+
 def cmd_once(args: argparse.Namespace) -> int:
     from fieldstation.scheduler import Scheduler
 
     sensors = load_sensors(args.config or DEFAULT_CONFIG)
+    if args.log_level != "debug":
+        # `once` prints each failure itself, with the line of config.py; the scheduler's log line would repeat it.
+        logging.getLogger("fieldstation.scheduler").setLevel(logging.ERROR)
     sched = Scheduler(sensors, lambda _: None)
     timings: dict[str, list[float]] = {s.name: [] for s in sensors}
-    failures: dict[str, list[str]] = {s.name: [] for s in sensors}
+    failed: dict[str, list[str]] = {s.name: [] for s in sensors}
+    warned: set[str] = set()
 
     async def passes() -> None:
         loop = asyncio.get_running_loop()
@@ -103,15 +141,25 @@ def cmd_once(args: argparse.Namespace) -> int:
 
                 async def one(name: str, n: int) -> list[Reading]:
                     st = sched.states[name]
-                    errors_before = st.errors
+                    errors_before, exc_before = st.errors, st.last_exception
                     t0 = time.perf_counter()
                     readings = await sched.read_once(st)
                     timings[name].append(time.perf_counter() - t0)
                     if st.errors > errors_before:
-                        failures[name].append(st.last_error or "error")
-                        print(f"pass {n + 1}  {name:<18} ERROR {st.last_error}", flush=True)
-                        if args.verbose and st.last_exception is not None:
-                            traceback.print_exception(st.last_exception)
+                        exc = st.last_exception if st.last_exception is not exc_before else None
+                        where = _user_line(exc, st.sensor) if exc is not None else st.sensor.origin
+                        failed[name].append(st.last_error or "error")
+                        print(f"pass {n + 1}  {name:<18} ERROR {where}: {st.last_error}", flush=True)
+                        if args.verbose and exc is not None:
+                            _print_user_traceback(exc, st.sensor)
+                    others = _undeclared(st.sensor, readings)
+                    if others and name not in warned:
+                        warned.add(name)
+                        print(
+                            f"pass {n + 1}  {name:<18} WARNING {st.sensor.origin}: read() returned fields it does not"
+                            f" declare: {', '.join(others)} (declared: {', '.join(st.sensor.declared_fields() or [])})",
+                            flush=True,
+                        )
                     return readings
 
                 results = await asyncio.gather(*(one(s.name, n) for s in sensors))
@@ -128,10 +176,10 @@ def cmd_once(args: argparse.Namespace) -> int:
             t = timings[s.name]
             ms = [x * 1000 for x in t] or [0.0]
             print(
-                f"{s.name:<18} {_driver(s):<12} {len(t):>5} {len(failures[s.name]):>6} "
+                f"{s.name:<18} {_driver(s):<12} {len(t):>5} {len(failed[s.name]):>6} "
                 f"{min(ms):>8.2f} {sum(ms) / len(ms):>8.2f} {max(ms):>8.2f}"
             )
-    return 1 if any(len(f) == args.n for f in failures.values()) else 0
+    return 1 if any(failed.values()) else 0
 
 
 def _read_state(path: Path) -> dict[str, Any] | None:
@@ -482,15 +530,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _exit_past_config_threads(rc: int) -> int:
+    """Exit now if config.py left a thread running: the interpreter would wait for it forever at exit."""
+    if threads_left_running():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(rc)
+    return rc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.log_level)
     try:
-        rc: int = args.fn(args)
+        rc: int = _exit_past_config_threads(args.fn(args))
     except (ConfigError, SpoolError) as exc:
-        print(f"fieldstation: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        for line in str(exc).splitlines():
+            print(f"fieldstation: {line}", file=sys.stderr)
+        return _exit_past_config_threads(EXIT_USAGE)
     except InfluxError as exc:
         print(f"fieldstation {args.command}: {exc}", file=sys.stderr)
         return 1

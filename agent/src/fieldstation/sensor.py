@@ -26,15 +26,17 @@ A user can subclass ``Sensor`` in ``config.py``::
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from fieldstation.conversion import Conversion
 from fieldstation.reading import FieldValue, Reading
@@ -44,6 +46,14 @@ from fieldstation.reading import FieldValue, Reading
 loading_file: ContextVar[str | None] = ContextVar("loading_file", default=None)
 
 MIN_INTERVAL = 0.1
+#: Longest interval and read timeout, in seconds: anything longer is a typo (``inf`` would read once, never again).
+MAX_INTERVAL = 86_400.0
+MAX_TIMEOUT = 3_600.0
+#: The options whose mapping form is keyed by field name: each key must name a field the sensor produces.
+PER_FIELD_OPTIONS = ("unit", "limits", "valid_range", "conversion")
+
+#: Where a sensor was created in config.py: (line, (line, end line, column, end column) of the call, if known).
+CallSite = tuple[int, tuple[int, int, int, int] | None]
 
 
 class SensorError(Exception):
@@ -73,6 +83,41 @@ class MissingExtra(Exception):
 Range = tuple[float, float]
 
 
+@dataclass(slots=True)
+class Failure:
+    """A sensor that could not be created while config.py was loading."""
+
+    cls: type[Sensor]
+    exc: Exception
+    site: CallSite | None
+
+
+#: Set by the config loader while config.py runs: a sensor that fails validation is recorded here instead of
+#: raising, and stands in unvalidated, so that one run of ``check`` reports every mistake.
+failures: ContextVar[list[Failure] | None] = ContextVar("failures", default=None)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'interval'?)`` for a near miss, else ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _call_site() -> CallSite | None:
+    """The innermost frame of the config file being loaded: its line and the position of the call in it."""
+    path = loading_file.get()
+    if path is None:
+        return None
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_filename == path:
+            pos = next(iter(list(frame.f_code.co_positions())[frame.f_lasti // 2 :]), None)
+            exact = pos if pos is not None and None not in pos else None
+            return frame.f_lineno, exact  # type: ignore[return-value]
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
 class Sensor(BaseModel):
     """Base class of every sensor. Subclass it and implement :meth:`read`."""
 
@@ -87,8 +132,10 @@ class Sensor(BaseModel):
     description: str = Field("", description="Shown on dashboards and in alert mails.")
     unit: str | dict[str, str] = Field("", description="Unit of every field, or one per field name.")
     measurement: str | None = Field(None, description="InfluxDB measurement; defaults to the driver name.")
-    interval: float = Field(10.0, description="Seconds between reads, 0.1 or more.")
-    timeout: float | None = Field(None, gt=0, description="Seconds a read may take; default min(max(interval, 1), 30).")
+    interval: float = Field(10.0, description="Seconds between reads, 0.1 to 86400.")
+    timeout: float | None = Field(
+        None, description="Seconds a read may take (at most 3600); default min(max(interval, 1), 30)."
+    )
     precision: int | None = Field(None, ge=0, le=12, description="Decimal places kept; None keeps all.")
     valid_range: Range | dict[str, Range] | None = Field(None, description="(low, high) of plausible values.")
     out_of_range: Literal["drop", "flag"] = Field(
@@ -101,14 +148,55 @@ class Sensor(BaseModel):
     limits: dict[str, Range] = Field(default_factory=dict, description="Alert limits per field: (low, high).")
 
     _origin: tuple[str, int] | None = PrivateAttr(default=None)
+    _site: CallSite | None = PrivateAttr(default=None)
+    #: True for the unvalidated stand-in of a sensor whose options were wrong (see :data:`failures`).
+    _invalid: bool = PrivateAttr(default=False)
+
+    def __init__(self, /, **data: Any) -> None:
+        site = _call_site()
+        collected = failures.get()
+        if collected is None:
+            super().__init__(**data)
+        else:
+            try:
+                super().__init__(**data)
+            except (ValidationError, MissingExtra) as exc:
+                collected.append(Failure(type(self), exc, site))
+                self._stand_in(data)
+        if site is not None:
+            path = loading_file.get()
+            assert path is not None
+            self._origin = (path, site[0])
+            self._site = site
+
+    def _stand_in(self, data: dict[str, Any]) -> None:
+        """Become an unvalidated placeholder, so config.py runs on and its other mistakes are found too."""
+        cls: type[BaseModel] = type(self)
+        known = {k: v for k, v in data.items() if k in cls.model_fields}
+        try:
+            made = cls.model_construct(**known)
+        except Exception:  # a driver's post-init choking on bad options: a bare placeholder is enough
+            made = cls.model_construct()
+        for attr in ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__"):
+            object.__setattr__(self, attr, getattr(made, attr))
+        self._invalid = True
 
     # -- validation ---------------------------------------------------------------------------------
 
     @field_validator("interval")
     @classmethod
-    def _interval_positive(cls, v: float) -> float:
+    def _interval_bounded(cls, v: float) -> float:
         if not v >= MIN_INTERVAL:
             raise ValueError(f"interval must be at least {MIN_INTERVAL} s (got {v:g})")
+        if not v <= MAX_INTERVAL:
+            raise ValueError(f"interval must be at most {MAX_INTERVAL:g} s, a day (got {v:g})")
+        return v
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_bounded(cls, v: float | None) -> float | None:
+        if v is not None and not 0 < v <= MAX_TIMEOUT:
+            raise ValueError(f"timeout must be above 0 and at most {MAX_TIMEOUT:g} s (got {v:g})")
         return v
 
     @field_validator("valid_range")
@@ -120,6 +208,14 @@ class Sensor(BaseModel):
                 raise ValueError(f"valid_range low must be below high (got {lo:g}, {hi:g})")
         return v
 
+    @field_validator("limits")
+    @classmethod
+    def _limits_ordered(cls, v: dict[str, Range]) -> dict[str, Range]:
+        for name, (lo, hi) in v.items():
+            if not lo < hi:
+                raise ValueError(f"limits of {name!r}: low must be below high (got {lo:g}, {hi:g})")
+        return v
+
     @model_validator(mode="after")
     def _extras_installed(self) -> Sensor:
         for module in type(self).requires:
@@ -129,15 +225,56 @@ class Sensor(BaseModel):
                 raise MissingExtra(type(self).driver or type(self).__name__.lower(), module) from None
         return self
 
-    def model_post_init(self, context: Any, /) -> None:
-        path = loading_file.get()
-        if path is not None:
-            frame = sys._getframe(1)
-            while frame is not None:
-                if frame.f_code.co_filename == path:
-                    self._origin = (path, frame.f_lineno)
-                    break
-                frame = frame.f_back  # type: ignore[assignment]
+    # -- what check verifies beyond the options' types ---------------------------------------------
+
+    @classmethod
+    def read_problem(cls) -> str | None:
+        """Why the scheduler could not call ``read()`` of this class, or None."""
+        read = cls.read
+        if read is Sensor.read:
+            return f"{cls.__name__} has no read() method: define def read(self) returning a number or fields"
+        if not callable(read):
+            return f"{cls.__name__}.read is a {type(read).__name__}, not a method"
+        try:
+            inspect.signature(read).bind(None)
+        except TypeError:
+            return f"{cls.__name__}.read{inspect.signature(read)} must take only self: the scheduler calls read()"
+        except ValueError:  # no signature to inspect (a builtin): trust it
+            pass
+        return None
+
+    def field_problems(self) -> list[tuple[str, str, str]]:
+        """(option, key, problem) for each per-field key the user wrote that names no field of this sensor.
+
+        The fields are those the driver declares (:meth:`declared_fields`); for a sensor declaring none, those
+        its ``unit`` mapping names (the dashboards show exactly those).
+        """
+        known = self.declared_fields()
+        source = f"{type(self).__name__} produces"
+        options: tuple[str, ...] = PER_FIELD_OPTIONS
+        if known is None:
+            # Without a declaration, the base dashboards show the fields `unit` names: a limit on another field
+            # would have no panel. Drivers with their own dashboard fields and no declaration are not checked.
+            keyed_by_unit = type(self).dashboard_fields is Sensor.dashboard_fields and "unit" in self.model_fields_set
+            if not (keyed_by_unit and isinstance(self.unit, dict) and self.unit):
+                return []
+            known, source, options = list(self.unit), "`unit` names", PER_FIELD_OPTIONS[1:]
+        out = []
+        for option in options:
+            value = getattr(self, option)
+            if option not in self.model_fields_set or not isinstance(value, dict):
+                continue
+            for key in value:
+                if key not in known:
+                    out.append(
+                        (
+                            option,
+                            key,
+                            f"{option} names the field {key!r}, which is not among the fields {source} "
+                            f"({', '.join(known)}){did_you_mean(key, known)}",
+                        )
+                    )
+        return out
 
     # -- the contract drivers implement -----------------------------------------------------------
 
@@ -168,6 +305,19 @@ class Sensor(BaseModel):
 
     def close(self) -> None:
         """Release the device. Called after a failure and at shutdown."""
+
+    def declared_fields(self) -> list[str] | None:
+        """The fields ``read()`` returns, if known from the class or its options; None if not known.
+
+        A sensor class declares them with ``fields``: a class attribute
+        (``fields: ClassVar[tuple[str, ...]] = ("temperature", "humidity")``) or an option (a list of names, or a
+        mapping keyed by them). ``check`` verifies the per-field options against them and ``once`` warns when a
+        read returns others. Drivers whose fields follow from other options override this.
+        """
+        declared = getattr(self, "fields", None)
+        if isinstance(declared, (list, tuple, dict, set, frozenset)) and all(isinstance(f, str) for f in declared):
+            return list(declared)
+        return None
 
     def dashboard_fields(self) -> list[str]:
         """Numeric fields the dashboards and alerts show for this sensor, in order.

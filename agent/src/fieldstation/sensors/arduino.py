@@ -91,6 +91,9 @@ class Arduino(Sensor):
             raise ValueError(f"field names must be unique, {twice} used twice")
         return v
 
+    def declared_fields(self) -> list[str]:
+        return list(self.channels.values())
+
     def dashboard_fields(self) -> list[str]:
         return list(self.channels.values())
 

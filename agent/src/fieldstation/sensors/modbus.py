@@ -282,6 +282,9 @@ class Modbus(Sensor):
     def register_map(self) -> RegisterMap:
         return self._map
 
+    def declared_fields(self) -> list[str]:
+        return [r.field for q in self._plan for r in q.registers]
+
     def dashboard_fields(self) -> list[str]:
         return [r.field for q in self._plan for r in q.registers]
 

@@ -75,6 +75,9 @@ class Phidget(Sensor):
     _value: float | None = PrivateAttr(default=None)
     _error: str | None = PrivateAttr(default=None)
 
+    def declared_fields(self) -> list[str]:
+        return ["value"]
+
     @property
     def address(self) -> str:
         parts = [f"serial {self.serial}" if self.serial is not None else "any serial"]

@@ -352,6 +352,10 @@ class Pi(Sensor):
                     self.unit.setdefault(f"{prefix}_{mount_name(mount)}", unit)
         return self
 
+    def declared_fields(self) -> list[str]:
+        mounts = [f"{prefix}_{mount_name(m)}" for m in self.mounts for prefix in MOUNT_UNITS]
+        return [*UNITS, *mounts, *THROTTLED_BITS.values()]
+
     def snapshot(self) -> Snapshot:
         """One read's raw inputs."""
         return replace(read_snapshot(self.root, self.thermal_zone, self.mounts), throttled=self._get_throttled())
