@@ -64,7 +64,7 @@ def test_every_file_is_written_and_validates_against_our_schema(tmp_path: Path, 
         schema.model_validate(yaml.safe_load((tmp_path / rel).read_text()))
     provider = yaml.safe_load((tmp_path / "dashboards/fieldstation.yaml").read_text())["providers"][0]
     assert provider["allowUiUpdates"] is False
-    assert provider["options"]["path"] == "/etc/grafana/provisioning/dashboards/fieldstation"
+    assert provider["options"]["path"] == f"{tmp_path.resolve()}/dashboards/fieldstation"  # where they were written
 
 
 def test_a_key_grafana_does_not_know_fails_our_schema(tmp_path: Path, station_config: Path) -> None:
@@ -125,14 +125,16 @@ def test_the_model_check_catches_a_misspelt_key() -> None:
 
 def test_the_same_input_gives_the_same_bytes_and_stale_files_go(tmp_path: Path, station_config: Path) -> None:
     first, second = tmp_path / "a", tmp_path / "b"
-    render_to(first, station_config)
-    render_to(second, station_config)
+    settings = SETTINGS.model_copy(update={"provisioning_path": "/etc/grafana/provisioning"})
+    settings.model_fields_set.add("provisioning_path")  # as grafana.toml sets it: the same for both trees
+    render_to(first, station_config, settings)
+    render_to(second, station_config, settings)
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
     assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
-    assert render_to(first, station_config) == []  # nothing changed, nothing written
+    assert render_to(first, station_config, settings) == []  # nothing changed, nothing written
     station_config.write_text(NUT_CONFIG.replace('Nut(name="ups", ups="eaton", description="Server-room UPS", interval=60),', ""))
-    changed = render_to(first, station_config)
+    changed = render_to(first, station_config, settings)
     assert "dashboards/fieldstation/fieldstation-ups.json (removed)" in changed
     assert not (first / "dashboards/fieldstation/fieldstation-ups.json").exists()
 
@@ -190,12 +192,51 @@ def test_the_command_renders_the_example_config(tmp_path: Path) -> None:
     assert again.stdout.strip() == "0 files changed"
 
 
+def test_without_grafana_toml_dashboards_render_and_mail_is_skipped_with_a_warning(
+    tmp_path: Path, station_config: Path
+) -> None:
+    out = tmp_path / "out"
+    assert not Path("/etc/fieldstation/grafana.toml").exists()  # the default the command would read
+    result = run("grafana", "render", str(out), "--config", str(station_config))
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("warning: alerts.emails is empty") and "/etc/fieldstation/grafana.toml" in line
+    assert "--grafana" in line
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert "datasources/fieldstation.yaml" in written and "alerting/fieldstation-rules.yaml" in written
+    assert "dashboards/fieldstation/fieldstation-overview.json" in written
+    assert not [w for w in written if "contact-points" in w or "policies" in w or "templates" in w]
+    provider = yaml.safe_load((out / "dashboards/fieldstation.yaml").read_text())["providers"][0]
+    assert provider["options"]["path"] == f"{out.resolve()}/dashboards/fieldstation"
+    for rel in written:
+        if rel in SCHEMAS:
+            SCHEMAS[rel].model_validate(yaml.safe_load((out / rel).read_text()))
+
+
+def test_the_provider_path_is_grafana_tomls_when_set_and_mail_files_go_with_the_addresses(
+    tmp_path: Path, station_config: Path
+) -> None:
+    out = tmp_path / "out"
+    grafana = tmp_path / "grafana.toml"
+    grafana.write_text('provisioning_path = "/srv/grafana/provisioning"\n[alerts]\nemails = ["lab@example.org"]\n')
+    result = run("grafana", "render", str(out), "--config", str(station_config), "--grafana", str(grafana))
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    provider = yaml.safe_load((out / "dashboards/fieldstation.yaml").read_text())["providers"][0]
+    assert provider["options"]["path"] == "/srv/grafana/provisioning/dashboards/fieldstation"
+    assert (out / "alerting/fieldstation-policies.yaml").exists()
+    grafana.write_text("[alerts]\nemails = []\n")
+    result = run("grafana", "render", str(out), "--config", str(station_config), "--grafana", str(grafana))
+    assert result.returncode == 0, result.stderr
+    assert f"{out / 'alerting/fieldstation-policies.yaml'}: written" not in result.stdout
+    assert not (out / "alerting/fieldstation-policies.yaml").exists()  # no mail to route: removed
+    assert not (out / "alerting/fieldstation-contact-points.yaml").exists()
+
+
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
         ('[alerts]\nemails = ["lab@example.org"]\ngroup_by = ["sensor"]\n',
          "alerts: grouping by ['sensor'] every 10m can send"),
-        ("[alerts]\nemails = []\n", "alerts.emails: no address: alert mails would go nowhere"),
         ('[alerts]\nemails = ["not-an-address"]\n', "alerts.emails.0: String should match pattern"),
         ('[alerts]\nemails = ["a@b.c"]\ngroup_interval = "10 minutes"\n', "alerts.group_interval: must be a whole number of s, m, h or d"),
         ('url = "fieldstation.local:3000"\n', "url: String should match pattern"),

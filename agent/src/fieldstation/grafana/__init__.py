@@ -13,11 +13,17 @@ OUTDIR mirrors Grafana's provisioning tree (``/etc/grafana/provisioning``)::
 The same inputs give the same bytes (sorted keys, fixed uids, no timestamps), so Ansible reports a change only
 when something changed. Files of ours that a new config no longer needs (a UPS dashboard after the last UPS is
 gone) are removed.
+
+Without alert addresses (no grafana.toml, or ``alerts.emails`` empty) the dashboards, datasource and rules are
+rendered and mail is skipped with a warning: no contact point, policy or templates. The dashboard provider's path
+is ``provisioning_path`` when grafana.toml sets it (Ansible does), else OUTDIR: Grafana finds the dashboards where
+they were written.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +33,7 @@ from fieldstation.energy import EnergySettings
 from fieldstation.grafana import alerting, dashboards
 from fieldstation.grafana import campaigns as campaigns_mod
 from fieldstation.grafana.panels import DATASOURCE_UID
-from fieldstation.grafana.settings import Client, GrafanaSettings
+from fieldstation.grafana.settings import DEFAULT_GRAFANA_SETTINGS, Client, GrafanaSettings
 from fieldstation.ingest.inbox import IngestSettings
 from fieldstation.sensor import Sensor
 
@@ -137,10 +143,13 @@ def render_files(
         f"datasources/{PREFIX}.yaml": yaml_text(datasource_file(gs, orgs)),
         f"dashboards/{PREFIX}.yaml": yaml_text(provider_file(gs, with_campaigns=ingest is not None, orgs=orgs)),
         f"alerting/{PREFIX}-rules.yaml": yaml_text(alerting.rules_file(sensors, nuts, gs)),
-        f"alerting/{PREFIX}-contact-points.yaml": yaml_text(alerting.contact_points_file(gs)),
-        f"alerting/{PREFIX}-policies.yaml": yaml_text(alerting.policies_file(sensors, nuts, gs)),
-        f"alerting/{PREFIX}-templates.yaml": yaml_text(alerting.templates_file()),
     }
+    if gs.alerts.emails:
+        out |= {
+            f"alerting/{PREFIX}-contact-points.yaml": yaml_text(alerting.contact_points_file(gs)),
+            f"alerting/{PREFIX}-policies.yaml": yaml_text(alerting.policies_file(sensors, nuts, gs)),
+            f"alerting/{PREFIX}-templates.yaml": yaml_text(alerting.templates_file()),
+        }
     for board in boards:
         if board is not None:
             out[f"dashboards/{PREFIX}/{board['uid']}.json"] = json.dumps(board, indent=2, sort_keys=True) + "\n"
@@ -174,7 +183,16 @@ def render(
     from fieldstation.grafana.orgs import load_state
 
     org_ids = load_state(gs.orgs_state) if gs.organizations else {}
+    if "provisioning_path" not in gs.model_fields_set:
+        gs = gs.model_copy(update={"provisioning_path": str(outdir.resolve())})
     files = render_files(sensors, gs, es, ingest, org_ids)
+    if not gs.alerts.emails:
+        print(
+            f"warning: alerts.emails is empty (set it in {DEFAULT_GRAFANA_SETTINGS} or the file given with "
+            "--grafana): no alert mails; dashboards, datasource and alert rules rendered, no contact point or policy",
+            file=sys.stderr,
+            flush=True,
+        )
     changed = []
     for rel, content in sorted(files.items()):
         path = outdir / rel
@@ -185,7 +203,8 @@ def render(
         tmp.write_text(content, encoding="utf-8")
         tmp.replace(path)
         changed.append(rel)
-    for stale in sorted((outdir / "dashboards").glob(f"{PREFIX}*/**/*.json")):
+    ours = [*(outdir / "dashboards").glob(f"{PREFIX}*/**/*.json"), *(outdir / "alerting").glob(f"{PREFIX}-*.yaml")]
+    for stale in sorted(ours):
         rel = stale.relative_to(outdir).as_posix()
         if rel not in files:
             stale.unlink()

@@ -426,8 +426,6 @@ def policies_file(sensors: list[Sensor], nuts: list[Sensor], gs: GrafanaSettings
             f"alerts: grouping by {a.group_by} every {a.group_interval} can send {per_hour:g} mails an hour, "
             f"over max_mails_per_hour = {a.max_mails_per_hour}: group by fewer labels or raise group_interval"
         )
-    if not a.emails:
-        raise ConfigError("alerts.emails: no address: alert mails would go nowhere")
     return {
         "apiVersion": 1,
         "policies": [

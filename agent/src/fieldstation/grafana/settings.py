@@ -96,7 +96,8 @@ class GrafanaSettings(_Strict):
     url: str = Field("http://fieldstation.local:3000", pattern=r"^https?://", description="Links in alert mails.")
     timezone: str = Field("browser", description="Dashboards' time zone.")
     provisioning_path: str = Field(
-        "/etc/grafana/provisioning", description="Where Grafana reads these files (the provider's JSON path)."
+        "/etc/grafana/provisioning",
+        description="Where Grafana reads these files (the provider's JSON path); not set: where render writes them.",
     )
     datasource: Datasource = Field(default_factory=Datasource)
     backups: bool = Field(
