@@ -167,7 +167,32 @@ def test_fifty_sensors_in_six_groups_make_a_readable_overview() -> None:
     for (top, bottom), name in zip(pairwise(tops), (r["title"] for r in rows), strict=True):
         members = [p for p in shown if top < p["gridPos"]["y"] < bottom]
         assert len(members) in (16, 18), name  # 8 or 9 sensors, two panels each
-        assert {p["title"] for p in members if p["type"] == "gauge"} <= {s.name for s in sensors if s.group == name}
+        assert {p["title"] for p in members if p["type"] == "gauge"} <= {s.description for s in sensors if s.group == name}
+
+
+def test_the_overview_has_a_gauge_per_field_with_its_unit_and_limits(tmp_path: Path, station_config: Path) -> None:
+    from fieldstation.grafana.units import grafana_unit
+
+    render_to(tmp_path, station_config)
+    boards, _ = load_rendered(tmp_path)
+    shown = panels(boards["fieldstation-overview"])
+    sensors = {s.name: s for s in load_sensors(station_config)}
+    for s in sensors.values():
+        gauges = [p for p in shown if p["type"] == "gauge" and f"'{s.name}'" in p["targets"][0]["query"]]
+        fields = s.dashboard_fields()
+        assert len(gauges) == len(fields), s.name
+        for g, f in zip(gauges, fields, strict=True):
+            (t,) = g["targets"]
+            assert f'last("{f}")' in t["query"]
+            assert g["fieldConfig"]["defaults"]["unit"] == grafana_unit(s.unit_of(f)), (s.name, f)
+            steps = [x["value"] for x in g["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+            assert steps == ([None, *s.limits[f]] if f in s.limits else [None]), (s.name, f)
+    assert len({g["fieldConfig"]["defaults"]["unit"] for g in shown if "'pi'" in g["targets"][0]["query"]}) >= 4
+    # Every overview panel says which sensor it shows, by its description.
+    for p in shown:
+        (name,) = {n for n in sensors if f"'{n}'" in p["targets"][0]["query"]}
+        about = sensors[name].description or name
+        assert about in p["title"] and about in p["description"], p["title"]
 
 
 def test_every_dashboard_panel_has_a_unit(tmp_path: Path, station_config: Path) -> None:

@@ -89,23 +89,32 @@ def _title(sensor: Sensor) -> str:
     return f"{sensor.description} ({sensor.name})" if sensor.description else sensor.name
 
 
-def sensor_panels(sensor: Sensor) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A gauge with the last value(s) and a time series, for one sensor."""
+def sensor_panels(sensor: Sensor) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One gauge per field (its own unit, its limits as thresholds, its valid range as min … max) and a time series
+    of every field, for one sensor. Every panel carries the sensor's description."""
     fields = sensor.dashboard_fields()
     m = sensor.measurement_name
     units = {f: sensor.unit_of(f) for f in fields}
     single = len(fields) == 1
     alias = (lambda f: sensor.name) if single else (lambda f: f)
-    lasts = [target(chr(65 + i), q.last(m, sensor.name, f), alias=alias(f)) for i, f in enumerate(fields)]
+    about = sensor.description or sensor.name
+    gauges = [
+        gauge(
+            about if single else f"{about}: {f}",
+            [target("A", q.last(m, sensor.name, f), alias=alias(f))],
+            units[f],
+            description=_title(sensor) + ("" if single else f", {f}"),
+            limits=sensor.limits.get(f),
+            minmax=_range(sensor, f),
+        )
+        for f in fields
+    ]
     series = [target(chr(65 + i), q.series(m, sensor.name, f), alias=alias(f)) for i, f in enumerate(fields)]
     limits = sensor.limits.get(fields[0]) if single else None
-    valid = _range(sensor, fields[0]) if single else None
-    g = gauge(sensor.name, lasts, units[fields[0]], description=sensor.description, limits=limits, minmax=valid)
-    ts = timeseries(_title(sensor), series, units[fields[0]], description=sensor.description, limits=limits)
+    ts = timeseries(_title(sensor), series, units[fields[0]], description=about, limits=limits)
     if not single and len(set(units.values())) > 1:
-        with_units(g, units)
         with_units(ts, units)
-    return g, ts
+    return gauges, ts
 
 
 def overview(sensors: list[Sensor], gs: GrafanaSettings) -> dict[str, Any]:
@@ -113,14 +122,15 @@ def overview(sensors: list[Sensor], gs: GrafanaSettings) -> dict[str, Any]:
     for name, members in groups(sensors).items():
         grid.row(name)
         for s in members:
-            g, ts = sensor_panels(s)
-            grid.add(g, 4, 7)
+            gauges, ts = sensor_panels(s)
+            for g in gauges:
+                grid.add(g, 4, 7)
             grid.add(ts, 8, 7)
     return dashboard(
         UIDS["overview"],
         "Fieldstation overview",
         grid.done(),
-        description="Every sensor of config.py, in its groups: the last value and its history.",
+        description="Every sensor of config.py, in its groups: the last value of each field and its history.",
         timezone=gs.timezone,
         variables=[rp_variable()],
         links=links(),
