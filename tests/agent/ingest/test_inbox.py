@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import shutil
 import time
 from pathlib import Path, PurePosixPath
@@ -204,7 +205,9 @@ def test_a_parser_that_breaks_rejects_the_file_instead_of_retrying_it(tmp_path: 
     box = Inbox(settings(tmp_path), Sink())
     drop(tmp_path / "inbox", V003, "mv2/acme/winter/02001311/a.tsv")
     (report,) = scan_until(box, 1)
-    assert report.result == "rejected" and report.reason == "KeyError: 'unexpected column'"
+    assert report.result == "rejected" and report.reason == (
+        "the mv2 parser failed (KeyError: 'unexpected column'): please report it with the file"
+    )
     assert box.scan() == [] and not list((tmp_path / "inbox").rglob("*.tsv"))
 
 
@@ -220,3 +223,143 @@ def test_isolated_clients_write_into_their_own_database_and_unknown_ones_are_rej
         "client 'stranger' has no database of its own (inventory: influxdb_clients)"
     )
     assert sink.lines and all(line.startswith("@rp=files;db=client_acme mv2,") for line in sink.lines)
+
+
+# -- encodings and empty files ----------------------------------------------------------------------
+
+ALC = FIXTURES / "energycomps" / "point-analysis" / "data" / "alc-point-descriptions" / "faculty-club-and-annex.csv"
+ARDUINO = FIXTURES / "expmonitor" / "exp_surv_test.csv"
+#: The lab log's mapping, its first column renamed as a French Windows PC would name it.
+WINDOWS_CSV_MAPPING = {
+    "measurement": "lab_analog",
+    "time": {"column": "Time", "format": "%m/%d %H:%M:%S", "year": 2020},
+    "fields": {
+        ("Température °C" if i == 0 else f"AnalogIn{i}"): {"field": f"ain{i}", "unit": "V"} for i in range(12)
+    },
+}
+
+#: (source, fixture, where it lands, (text in the fixture, what a Windows server wrote instead)).
+WINDOWS_FILES = [
+    ("siemens", SIEMENS, "siemens/trend.csv",
+     [("Trend Definitions Used", "Trend Definitions Used (°F)"), ("CMC.328.RT", "Façade.328.RT")]),
+    ("mv2", V003, "mv2/acme/winter/02001311/T302.tsv", [("Voie1 W", "Façade W")]),
+    ("alc", ALC, "alc/points.csv", [("Faculty Club & Annex", "Faculté Club & Annex")]),
+    ("csv", ARDUINO, "csv/lab.csv", [("AnalogIn0", "Température °C")]),
+]
+
+
+def encoding_settings(root: Path, **options: dict[str, object]) -> IngestSettings:
+    return IngestSettings(
+        root=root, timezone="Europe/Paris", stable_seconds=0, poll_seconds=0.2,
+        sources=[
+            SourceSettings(name="siemens", format="siemens", options=options.get("siemens", {})),
+            SourceSettings(name="mv2", format="mv2", options=options.get("mv2", {})),
+            SourceSettings(name="alc", format="alc", options=options.get("alc", {})),
+            SourceSettings(name="csv", format="csv", options={**WINDOWS_CSV_MAPPING, **options.get("csv", {})}),
+        ],
+    )
+
+
+def windows_text(fixture: Path, edits: list[tuple[str, str]]) -> str:
+    text = fixture.read_bytes().decode("utf-8-sig")  # a cp1252 file has no byte-order mark
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+def ingest_bytes(box: Inbox, root: Path, rel: str, data: bytes) -> Report:
+    dest = root / "inbox" / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data)
+    (report,) = scan_until(box, 1)
+    return report
+
+
+@pytest.mark.parametrize(("source", "fixture", "rel", "edits"), WINDOWS_FILES, ids=[w[0] for w in WINDOWS_FILES])
+def test_a_cp1252_file_is_read_as_cp1252_with_every_row(
+    tmp_path: Path, source: str, fixture: Path, rel: str, edits: list[tuple[str, str]]
+) -> None:
+    text = windows_text(fixture, edits)
+    utf8_sink, cp_sink = Sink(), Sink()
+    utf8 = ingest_bytes(Inbox(encoding_settings(tmp_path / "a"), utf8_sink), tmp_path / "a", rel, text.encode())
+    cp = ingest_bytes(Inbox(encoding_settings(tmp_path / "b"), cp_sink), tmp_path / "b", rel, text.encode("cp1252"))
+    assert (utf8.result, utf8.encoding, utf8.notes) == ("ingested", "utf-8", [])
+    assert cp.result == "ingested", cp.reason
+    assert cp.encoding == "cp1252"
+    assert len(cp.notes) == 1 and cp.notes[0].startswith("not UTF-8 (byte 0x") and cp.notes[0].endswith(
+        "read as cp1252"
+    )
+    assert (cp.rows_read, cp.points, cp.skipped) == (utf8.rows_read, utf8.points, utf8.skipped) and cp.points > 0
+    assert cp_sink.lines == utf8_sink.lines  # the same points, accented names spelt right
+    saved = json.loads((tmp_path / "b/archive" / f"{rel}.report.json").read_text())
+    assert saved["encoding"] == "cp1252" and saved["notes"] == cp.notes
+
+
+def test_one_stray_byte_in_a_utf8_file_costs_no_row(tmp_path: Path) -> None:
+    text = V003.read_text(encoding="utf-8")
+    data = text.encode().replace(b"Voie1 W", b"Voie1\xb0 W")  # a stray cp1252 byte in the channel row (line 6)
+    sink, clean_sink = Sink(), Sink()
+    rel = "mv2/acme/winter/02001311/T302.tsv"
+    clean = ingest_bytes(Inbox(encoding_settings(tmp_path / "a"), clean_sink), tmp_path / "a", rel, text.encode())
+    report = ingest_bytes(Inbox(encoding_settings(tmp_path / "b"), sink), tmp_path / "b", rel, data)
+    assert report.result == "ingested" and report.encoding == "cp1252"
+    offset = data.index(b"\xb0")
+    assert report.notes == [f"not UTF-8 (byte 0xB0 at offset {offset}, line 6): read as cp1252"]
+    assert (report.rows_read, report.points) == (clean.rows_read, clean.points) and report.points > 0
+    assert any("Voie1°" in line for line in sink.lines)
+
+
+def test_a_declared_encoding_is_used_and_bytes_invalid_in_it_cost_no_row(tmp_path: Path) -> None:
+    _, fixture, rel, edits = WINDOWS_FILES[0]
+    data = windows_text(fixture, edits).encode("cp1252")
+    declared = ingest_bytes(
+        Inbox(encoding_settings(tmp_path / "a", siemens={"encoding": "windows-1252"}), Sink()), tmp_path / "a", rel, data
+    )
+    assert (declared.result, declared.encoding, declared.notes) == ("ingested", "cp1252", [])
+    wrong = ingest_bytes(
+        Inbox(encoding_settings(tmp_path / "b", siemens={"encoding": "utf-8"}), Sink()), tmp_path / "b", rel, data
+    )
+    assert wrong.result == "ingested" and wrong.points == declared.points > 0
+    offset = data.index(b"\xb0")  # the ° in the first line
+    assert wrong.notes == [f"not valid utf-8 (byte 0xB0 at offset {offset}, line 1): undecodable bytes read as U+FFFD"]
+
+
+def test_excel_unicode_text_is_read_by_its_byte_order_mark(tmp_path: Path) -> None:
+    _, fixture, rel, edits = WINDOWS_FILES[3]
+    text = windows_text(fixture, edits)
+    utf8 = ingest_bytes(Inbox(encoding_settings(tmp_path / "a"), Sink()), tmp_path / "a", rel, text.encode())
+    utf16 = ingest_bytes(Inbox(encoding_settings(tmp_path / "b"), Sink()), tmp_path / "b", rel, text.encode("utf-16"))
+    assert (utf16.result, utf16.encoding, utf16.notes) == ("ingested", "utf-16", [])
+    assert utf16.points == utf8.points > 0
+
+
+@pytest.mark.parametrize(
+    ("rel", "data", "reason"),
+    [
+        ("siemens/trend.csv", b"", "empty file (0 bytes)"),
+        ("mv2/acme/winter/02001311/T302.tsv", b"", "empty file (0 bytes)"),
+        ("alc/points.csv", b"", "empty file (0 bytes)"),
+        ("csv/lab.csv", b"", "empty file (0 bytes)"),
+        ("siemens/trend.csv", b"\r\n \r\n\t\r\n", "empty file: only blank lines"),
+        ("csv/lab.csv", b"\xef\xbb\xbf\n", "empty file: only blank lines"),
+    ],
+)
+def test_an_empty_file_is_rejected_as_empty(tmp_path: Path, rel: str, data: bytes, reason: str) -> None:
+    report = ingest_bytes(Inbox(encoding_settings(tmp_path), Sink()), tmp_path, rel, data)
+    assert (report.result, report.reason) == ("rejected", reason)
+    assert (tmp_path / "rejected" / f"{rel}.error.txt").read_text() == reason + "\n"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "message"),
+    [
+        ("klingon", "unknown encoding 'klingon' (use a Python codec name: utf-8, cp1252, latin-1, ...)"),
+        ("cp037", "encoding 'cp037' does not write digits, commas and line ends as ASCII does"),
+        (1252, "options.encoding must be a codec name such as 'cp1252' (got 1252)"),
+    ],
+)
+def test_a_declared_encoding_is_checked_when_the_settings_load(encoding: object, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SourceSettings(name="siemens", format="siemens", options={"encoding": encoding})
+    assert SourceSettings(name="s", format="siemens", options={"encoding": "Latin-1"}).options["encoding"] == "iso8859-1"

@@ -169,7 +169,8 @@ def test_concatenated_reports_are_read_one_after_the_other() -> None:
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
-        (b"", "no <>Date,Time,Point_1,... row: not a Siemens Insight trend interval report"),
+        (b"", "empty file"),
+        (b"\r\n , \r\n", "empty file"),
         (
             b"02001283\t02001283\nMV_T302_V002\tPh 1 V\n",
             "no <>Date,Time,Point_1,... row: not a Siemens Insight trend interval report",

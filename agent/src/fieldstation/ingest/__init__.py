@@ -4,10 +4,11 @@ A parser is a module of this package with one function::
 
     def parse(stream: BinaryIO, ctx: FileContext, report: Report) -> Iterator[Reading]
 
-It reads the file as a stream (constant memory, whatever the size), yields readings, and counts in ``report``
-what it read and what it skipped and why. A file it cannot take at all raises :class:`Rejected` with a one-line
-reason. Parsers never write anywhere: the inbox (``fieldstation.ingest.inbox``) spools their readings, moves the
-file to ``archive/`` or ``rejected/`` and writes the report.
+It reads the file as a stream (constant memory, whatever the size), as text through
+``fieldstation.ingest.text.open_text`` (in the encoding the inbox chose for the file), yields readings, and counts
+in ``report`` what it read and what it skipped and why. A file it cannot take at all raises :class:`Rejected` with
+a one-line reason. Parsers never write anywhere: the inbox (``fieldstation.ingest.inbox``) spools their readings,
+moves the file to ``archive/`` or ``rejected/`` and writes the report.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class FileContext:
     timezone: str = "UTC"
     #: Options of the source from the agent's settings (a generic CSV's column mapping, a client override).
     options: dict[str, Any] = field(default_factory=dict)
+    #: The codec the file is read with (``fieldstation.ingest.text.examine`` chooses it; UTF-8 by default).
+    encoding: str = "utf-8-sig"
 
     @property
     def source(self) -> str:
@@ -56,6 +59,7 @@ class Report:
     file: str = ""
     sha256: str = ""
     parser: str = ""
+    encoding: str = ""
     rows_read: int = 0
     points: int = 0
     skipped: Counter[str] = field(default_factory=Counter)

@@ -36,13 +36,13 @@ A file that is neither (its first row is not the ALC header nor a Siemens ``Key:
 from __future__ import annotations
 
 import csv
-import io
 import re
 from collections.abc import Iterator
 from typing import BinaryIO
 
 from fieldstation.ingest import FileContext, Rejected, Report
 from fieldstation.ingest.generic_csv import number
+from fieldstation.ingest.text import open_text
 from fieldstation.reading import FieldValue, Reading, now_ns
 
 MEASUREMENT = "bms_point"
@@ -94,7 +94,7 @@ def snapshot_ns() -> int:
 
 
 def parse(stream: BinaryIO, ctx: FileContext, report: Report) -> Iterator[Reading]:
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    text = open_text(stream, ctx)
     try:
         rows = (row for row in csv.reader(text) if any(cell.strip() for cell in row))
         first = next(rows, None)

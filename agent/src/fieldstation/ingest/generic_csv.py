@@ -35,16 +35,16 @@ A mapped column missing from the header, or a mapping that does not validate, re
 from __future__ import annotations
 
 import csv
-import io
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fieldstation.ingest import FileContext, Rejected, Report
+from fieldstation.ingest.text import open_text
 from fieldstation.reading import FieldValue, Reading
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -145,7 +145,7 @@ class CsvMapping(_Strict):
     tags: dict[str, str] = Field(default_factory=dict)
     delimiter: str = Field(",", min_length=1, max_length=1)
     timezone: str | None = Field(None, description="Time zone of naive times; default: the site's.")
-    encoding: Literal["utf-8", "utf-8-sig", "latin-1", "cp1252"] = "utf-8-sig"
+    encoding: str | None = Field(None, description="Every source's option (checked with the source's settings).")
 
 
 def mapping(options: dict[str, Any]) -> CsvMapping:
@@ -178,7 +178,7 @@ def parse(stream: BinaryIO, ctx: FileContext, report: Report) -> Iterator[Readin
     spec = mapping(ctx.options)
     clock = LocalClock(zone(spec.timezone or ctx.timezone))
     read_time = _time_reader(spec.time)
-    text = io.TextIOWrapper(stream, encoding=spec.encoding, newline="")
+    text = open_text(stream, ctx)
     try:
         rows = csv.reader(text, delimiter=spec.delimiter)
         header = next(rows, None)

@@ -20,6 +20,7 @@ spool in batches, and the log shows progress for large files.
 from __future__ import annotations
 
 import contextlib
+import csv
 import ctypes
 import ctypes.util
 import hashlib
@@ -41,6 +42,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from fieldstation.ingest import FileContext, Rejected, Report
+from fieldstation.ingest.text import check_encoding, examine, label
 from fieldstation.reading import Reading, with_policy
 
 log = logging.getLogger("fieldstation.ingest")
@@ -61,7 +63,22 @@ class SourceSettings(BaseModel):
     format: Literal["mv2", "siemens", "alc", "csv"]
     token: SecretStr | None = Field(None, description="Bearer token for POST /upload/<name>; none: no HTTP upload.")
     max_bytes: int = Field(64 << 20, ge=1, description="Largest upload accepted.")
-    options: dict[str, Any] = Field(default_factory=dict, description="Parser options (a CSV's column mapping).")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Parser options (a CSV's column mapping); every format takes `encoding`, a Python codec name "
+        "(default: UTF-8, falling back to cp1252 for a file that is not UTF-8).",
+    )
+
+    @field_validator("options")
+    @classmethod
+    def _encoding_is_known(cls, options: dict[str, Any]) -> dict[str, Any]:
+        # Checked here, at load, rather than on the first file: a typo would otherwise reject every file.
+        declared = options.get("encoding")
+        if declared is None:
+            return options
+        if not isinstance(declared, str):
+            raise ValueError(f"options.encoding must be a codec name such as 'cp1252' (got {declared!r})")
+        return {**options, "encoding": check_encoding(declared)}
 
     @field_validator("token")
     @classmethod
@@ -154,6 +171,18 @@ class Ledger:
             os.fsync(f.fileno())
 
 
+def plain_reason(exc: Exception, parser: str) -> str:
+    """One line a user can act on for an error no parser anticipated (Python's own words only as the detail)."""
+    detail = (str(exc).splitlines() or [""])[0]
+    if isinstance(exc, csv.Error):
+        return f"not readable as CSV: {detail}"
+    if isinstance(exc, UnicodeError):
+        return f"not readable as text: {detail}"
+    if isinstance(exc, OSError):
+        return f"cannot read the file: {exc.strerror or detail}"
+    return f"the {parser or 'file'} parser failed ({type(exc).__name__}: {detail}): please report it with the file"
+
+
 def _move(src: Path, dest: Path) -> Path:
     """Move ``src`` to ``dest``; an existing file there gets a numbered name rather than being overwritten."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -193,14 +222,21 @@ class Inbox:
                 raise Rejected(f"no source {relpath.parts[0]!r} is configured (agent.toml [ingest] sources)")
             report.parser = source.format
             database = self._database(source, relpath)
-            report.sha256 = sha256_of(path)
+            examined = examine(path, source.options.get("encoding"))
+            report.sha256, report.encoding = examined.sha256, label(examined.encoding)
+            if examined.note is not None:
+                report.notes.append(examined.note)
+            if examined.blank:
+                raise Rejected("empty file (0 bytes)" if examined.size == 0 else "empty file: only blank lines")
             # The same bytes for another client's database are not a duplicate: the ledger keys on both.
             key = f"{report.sha256}:{database}" if database else report.sha256
             if key in self.ledger.seen:
                 report.result = "duplicate"
                 report.reason = f"same content as {self.ledger.seen[key]}: nothing written"
                 return self._archive(path, relpath, report)
-            ctx = FileContext(relpath=relpath, timezone=self.settings.timezone, options=source.options)
+            ctx = FileContext(
+                relpath=relpath, timezone=self.settings.timezone, options=source.options, encoding=examined.encoding
+            )
             parser = importlib.import_module(f"fieldstation.ingest.{PARSERS[source.format]}")
             with path.open("rb") as f:
                 self._write(parser.parse(f, ctx, report), report, database)
@@ -209,10 +245,8 @@ class Inbox:
         except Rejected as exc:
             report.result, report.reason = "rejected", str(exc)
             return self._reject(path, relpath, report)
-        except (
-            Exception
-        ) as exc:  # a parser's bug or an unreadable file: rejected with its reason, never retried forever
-            report.result, report.reason = "rejected", (f"{type(exc).__name__}: {exc}".splitlines() or ["?"])[0]
+        except Exception as exc:  # a parser's bug or an unreadable file: rejected with a reason, never retried
+            report.result, report.reason = "rejected", plain_reason(exc, report.parser)
             return self._reject(path, relpath, report)
         self.ledger.add(key, str(relpath))
         new_folder = not (self.settings.archive / relpath).parent.exists()

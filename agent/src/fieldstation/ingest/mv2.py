@@ -54,7 +54,6 @@ different lengths, a path without client and serial folders.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from collections.abc import Iterator
@@ -64,6 +63,7 @@ from typing import Any, BinaryIO
 
 from fieldstation.ingest import FileContext, Rejected, Report
 from fieldstation.ingest.generic_csv import LocalClock, number, zone
+from fieldstation.ingest.text import open_text
 from fieldstation.reading import Reading
 
 MEASUREMENT = "mv2"
@@ -117,7 +117,7 @@ def _time_zone(header: dict[str, Any], ctx: FileContext) -> tzinfo:
 
 def parse(stream: BinaryIO, ctx: FileContext, report: Report) -> Iterator[Reading]:
     path_tags = _path_tags(ctx)
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    text = open_text(stream, ctx)
     try:
         lines = (line.rstrip("\r\n") for line in text)
         nonblank = (line for line in lines if line.strip())

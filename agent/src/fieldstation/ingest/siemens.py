@@ -41,13 +41,13 @@ is rejected.
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Iterator
 from datetime import datetime
 from typing import BinaryIO
 
 from fieldstation.ingest import FileContext, Rejected, Report
 from fieldstation.ingest.generic_csv import LocalClock, number, zone
+from fieldstation.ingest.text import open_text
 from fieldstation.reading import Reading
 
 MEASUREMENT = "bms"
@@ -82,7 +82,7 @@ def parse(stream: BinaryIO, ctx: FileContext, report: Report) -> Iterator[Readin
     clock = LocalClock(zone(str(ctx.options.get("timezone") or ctx.timezone)))
     states = _states(ctx)
     # newline="" lets csv see CR, LF and CRLF line ends alike (CR-only is what Insight writes unquoted).
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    text = open_text(stream, ctx)
     try:
         yield from _parse(csv.reader(text), ctx, report, clock, states)
     finally:
@@ -96,9 +96,11 @@ def _parse(
     columns: list[tuple[int, dict[str, str]]] | None = None  # (cell index, tags) per point column; None: in a header
     width = 0
     reports = 0
+    blank = True
     for row in rows:
         if not row:
             continue
+        blank = blank and not any(cell.strip() for cell in row)
         first = row[0].strip()
         if columns is None:  # header block
             if first.startswith("Point_") and first.endswith(":") and len(row) > 1:
@@ -124,6 +126,8 @@ def _parse(
             x = _value(row[i].strip(), states, report)
             if x is not None:
                 yield Reading(MEASUREMENT, {"value": x}, dict(tags), ns)
+    if blank:
+        raise Rejected("empty file")
     if reports == 0:
         raise Rejected(f"no {COLUMNS_MARK},Time,Point_1,... row: not a Siemens Insight trend interval report")
 
