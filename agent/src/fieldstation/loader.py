@@ -173,7 +173,8 @@ def _describe_option(title: str, option: str, errs: list[ErrorDetails], annotati
         if len(deepest["loc"]) == 2:
             return None, f"{title} option {option!r} should be {_kind(annotation)} (got {errs[0]['input']!r})"
         errs = [e for e in errs if e["loc"][1] == deepest["loc"][1]]
-        skip = 2
+        tag = str(deepest["loc"][1])
+        skip = 3 if tag.startswith("tagged-union[") else 2  # and the discriminator's value
     inner = errs[0]["loc"][skip:]
     key = inner[0] if inner and isinstance(inner[0], str) else None
     texts = [f"{title} option {option!r}{_path(e['loc'][skip:])}: {_say(e)}" for e in errs]
@@ -213,12 +214,18 @@ def _describe_validation(exc: ValidationError, cls: type[BaseModel] | None = Non
 
 
 def _failure_problems(src: _Source, failure: Failure) -> list[tuple[int | None, str]]:
-    if isinstance(failure.exc, ValidationError):
-        return [
-            (src.line(failure.site, option, key), text)
-            for option, key, text in _validation_problems(failure.exc, failure.cls)
-        ]
-    return [(src.line(failure.site), str(failure.exc))]
+    if not isinstance(failure.exc, ValidationError):
+        return [(src.line(failure.site), str(failure.exc))]
+    refused = _validation_problems(failure.exc, failure.cls)
+    out = [(src.line(failure.site, option, key), text) for option, key, text in refused]
+    # The options pydantic accepted can still name fields the sensor does not have: report those in this run too.
+    bad = {option for option, _, _ in refused} | {None}
+    try:
+        more = failure.sensor.field_problems(skip=bad)
+    except Exception:  # an unvalidated stand-in can lack what the check needs: the first mistakes are reported
+        more = []
+    out += [(src.line(failure.site, option, key), text) for option, key, text in more]
+    return out
 
 
 def _sensor_problems(src: _Source, sensors: list[Sensor]) -> list[tuple[int | None, str]]:

@@ -31,7 +31,7 @@ import importlib
 import inspect
 import math
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -90,6 +90,7 @@ class Failure:
     cls: type[Sensor]
     exc: Exception
     site: CallSite | None
+    sensor: Sensor  # its unvalidated stand-in
 
 
 #: Set by the config loader while config.py runs: a sensor that fails validation is recorded here instead of
@@ -161,7 +162,7 @@ class Sensor(BaseModel):
             try:
                 super().__init__(**data)
             except (ValidationError, MissingExtra) as exc:
-                collected.append(Failure(type(self), exc, site))
+                collected.append(Failure(type(self), exc, site, self))
                 self._stand_in(data)
         if site is not None:
             path = loading_file.get()
@@ -243,7 +244,7 @@ class Sensor(BaseModel):
             pass
         return None
 
-    def field_problems(self) -> list[tuple[str, str, str]]:
+    def field_problems(self, skip: Collection[str | None] = ()) -> list[tuple[str, str, str]]:
         """(option, key, problem) for each per-field key the user wrote that names no field of this sensor.
 
         The fields are those the driver declares (:meth:`declared_fields`); for a sensor declaring none, those
@@ -262,7 +263,7 @@ class Sensor(BaseModel):
         out = []
         for option in options:
             value = getattr(self, option)
-            if option not in self.model_fields_set or not isinstance(value, dict):
+            if option in skip or option not in self.model_fields_set or not isinstance(value, dict):
                 continue
             for key in value:
                 if key not in known:
