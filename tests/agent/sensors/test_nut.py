@@ -190,3 +190,10 @@ def test_the_only_numbers_without_a_unit_are_counts_and_ratios() -> None:
     ]
     with pytest.raises(nut_names.Unknown):
         nut_names.kind("ups.vendor.thing")
+
+
+def test_every_nut_unit_has_a_grafana_unit() -> None:
+    from fieldstation.grafana.units import UNITS
+
+    units = {u for u in {**nut_names.NAMES, **nut_names.PHASE_SPECS}.values() if u}
+    assert {u for u in units if u not in UNITS} == set()
