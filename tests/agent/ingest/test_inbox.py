@@ -363,3 +363,23 @@ def test_a_declared_encoding_is_checked_when_the_settings_load(encoding: object,
     with pytest.raises(ValueError, match=re.escape(message)):
         SourceSettings(name="siemens", format="siemens", options={"encoding": encoding})
     assert SourceSettings(name="s", format="siemens", options={"encoding": "Latin-1"}).options["encoding"] == "iso8859-1"
+
+
+def test_a_cp1252_trend_report_reaches_influxdb_with_its_accented_point(influxd: LocalInfluxd, tmp_path: Path) -> None:
+    influxd.query('CREATE RETENTION POLICY "files" ON "fieldstation" DURATION INF REPLICATION 1')
+    _, fixture, rel, edits = WINDOWS_FILES[0]
+    text = windows_text(fixture, edits)
+    expected, _ = expected_keys(fixture, rel, "Europe/Paris")  # the UTF-8 original, parsed on its own
+    facade = {k for k in expected if "point=CMC.328.RT" in k[1]}
+    assert facade
+    ingest = encoding_settings(tmp_path / "data")
+    with running_agent(settings_for(tmp_path, {"local": influxd.url}, ingest=ingest), []) as (agent, _):
+        (ingest.inbox / rel).write_bytes(text.encode("cp1252"))
+        wait_for(lambda: agent.inbox is not None and len(agent.inbox.reports) == 1, 60, "the file handled")
+        (report,) = agent.inbox.reports
+        assert (report.result, report.encoding) == ("ingested", "cp1252"), report.reason
+        wait_for(lambda: agent.spool.backlog("local").depth == 0, 60, "the spool to drain")
+    stored = influxd.rows('SELECT count("value") FROM "files"."bms" GROUP BY "point"', "fieldstation")
+    counts = {r["point"]: r["count"] for r in stored}
+    assert counts.pop("Façade.328.RT") == len(facade)
+    assert sum(counts.values()) + len(facade) == len(expected) == report.points

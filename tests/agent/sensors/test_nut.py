@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from fieldstation.influxd import LocalInfluxd
 from fieldstation.scheduler import Scheduler
 from fieldstation.sensor import SensorError
 from fieldstation.sensors import nut_names
 from fieldstation.sensors.nut import Nut, decode, events, field_name
-from harness.agent import Recorder, wait_for
+from harness.agent import Recorder, running_agent, settings_for, wait_for
 from harness.nut import ONLINE, PASSWORD, USER, Upsd
 
 
@@ -134,6 +137,24 @@ def test_text_stays_text_and_every_number_carries_nut_s_unit(upsd: Upsd) -> None
     got = {v: latest.get(field_name(v)) for v in WITH_UNITS}
     expected = {v: (float(value.replace(",", ".")), unit) for v, (value, unit) in WITH_UNITS.items()}
     assert got == expected
+
+
+def test_what_lands_in_influxdb_through_the_agent(upsd: Upsd, influxd: LocalInfluxd, tmp_path: Path) -> None:
+    upsd.set_state({**ONLINE, **LOOKS_NUMERIC, **{k: v for k, (v, _) in WITH_UNITS.items()}})
+    sensor = Nut(name="ups", ups="dummy", port=upsd.port, interval=0.5)
+    with running_agent(settings_for(tmp_path, {"local": influxd.url}), [sensor]):
+        wait_for(
+            lambda: bool(influxd.rows('SELECT count(*) FROM "nut" WHERE "unit" = \'s\'', "fieldstation"))
+            and any("outlet_1_delay_shutdown" in r for r in influxd.rows('SELECT * FROM "nut"', "fieldstation")),
+            30, "the UPS's points in InfluxDB",
+        )
+    keys = {r["fieldKey"]: r["fieldType"] for r in influxd.rows('SHOW FIELD KEYS FROM "nut"', "fieldstation")}
+    assert not {field_name(v) for v in LOOKS_NUMERIC} & set(keys), keys
+    assert keys["status"] == "string" and keys["ups_timer_reboot"] == "float"
+    rows = influxd.rows('SELECT * FROM "nut" WHERE "unit" != \'\'', "fieldstation")
+    landed = {(name, row["unit"]) for row in rows for name, value in row.items() if value is not None and name in {
+        field_name(v) for v in WITH_UNITS}}
+    assert landed == {(field_name(v), unit) for v, (_, unit) in WITH_UNITS.items()}
 
 
 def test_decode_never_parses_text_variables_however_numeric_they_look() -> None:
