@@ -59,3 +59,8 @@ def test_encoding_names_are_python_s() -> None:
     assert (check_encoding("windows-1252"), check_encoding("UTF8"), check_encoding("utf-16")) == (
         "cp1252", "utf-8", "utf-16",
     )
+
+
+def test_a_declared_utf8_still_skips_a_byte_order_mark(tmp_path: Path) -> None:
+    assert examined(tmp_path, b"\xef\xbb\xbfTime,A\n", "utf-8")[:2] == ("utf-8-sig", None)
+    assert examined(tmp_path, b"Temp \xb0F\n", "cp1252")[:2] == ("cp1252", None)

@@ -97,7 +97,8 @@ def examine(path: Path, declared: str | None = None) -> Examined:
     """Hash the file and choose its encoding in one streaming pass (constant memory, whatever the size)."""
     sha = hashlib.sha256()
     size, blank, undefined = 0, True, False
-    encoding = declared or UTF8
+    # A declared UTF-8 still skips a byte-order mark (Windows Notepad writes one).
+    encoding = UTF8 if declared in (None, "utf-8") else declared
     decoder: codecs.IncrementalDecoder | None = None
     pos = _Position()
     error: str | None = None
