@@ -163,6 +163,7 @@ def test_decode_never_parses_text_variables_however_numeric_they_look() -> None:
         "ups_load": 23.4, "battery_packs": 1.0,
     }
     assert not {field_name(v) for v in LOOKS_NUMERIC} & set(fields)
+    assert decode({"ups.serial": "800000000000000000000001"}) == {}  # was 8.0e+23
 
 
 def test_a_variable_nut_does_not_name_is_kept_when_it_is_a_number() -> None:
