@@ -284,6 +284,33 @@ def test_runtime_to_shutdown_and_outage_events(station: Station) -> None:
     assert [(r["time"], r["outage_s"]) for r in lengths] == [(last + MIN, 5400)]
 
 
+def _mapped(panel: dict[str, Any], value: str) -> str:
+    """The text Grafana shows for ``value`` through the panel's regex value mappings (the first that matches)."""
+    import re
+
+    for m in panel["fieldConfig"]["defaults"]["mappings"]:
+        if re.fullmatch(m["options"]["pattern"], value):
+            return str(m["options"]["result"]["text"])
+    return value
+
+
+def test_status_charge_load_and_runtime_now_as_the_ups_page_showed(station: Station) -> None:
+    """What the replaced UPS statistics page showed first: charge | ON WALL POWER (or ON BATTERY), load right now,
+    and while discharging the runtime left."""
+    boards, _ = load_rendered(station.outdir)
+    status = next(p for p in boards["fieldstation-ups"]["panels"] if p["title"] == "Status")
+    _, last = station.outage
+    for at, text, charge in ((station.T, "ON WALL POWER", 100.0), (last, "ON BATTERY", 100 - 90 * 0.75)):
+        kw = {"from_ms": at - 3600_000, "to_ms": at}
+        assert _mapped(status, only(rows(station, target(station, "fieldstation-ups", "Status"), **kw))) == text
+        assert only(rows(station, target(station, "fieldstation-ups", "Charge"), **kw)) == charge
+        latest = max(t for t, *_ in station.ups if t <= at)
+        load = next(ld for t, ld, _, _ in station.ups if t == latest)
+        assert only(rows(station, target(station, "fieldstation-ups", "Load now"), **kw)) == load
+        runtime = only(rows(station, target(station, "fieldstation-ups", "Runtime (NUT's estimate)"), **kw))
+        assert math.isclose(runtime, 3000.0 * charge / 100, rel_tol=1e-9)
+
+
 # -- energy -------------------------------------------------------------------------------------------
 
 
