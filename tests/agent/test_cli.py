@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fieldstation.simulators import DEFAULT_PORTS
-from harness.agent import fieldstation_cmd, wait_for
+from harness.agent import fieldstation_cmd, start_agent_process, wait_for
 
 CONFIG = """\
 from fieldstation.sensors.simulated import Simulated
@@ -177,3 +178,117 @@ def test_record_appends_a_point_the_agent_forwards(tmp_path: Path) -> None:
         spool.close()
     bad = run("record", "x", "--field", "oops", "--settings", str(settings))
     assert bad.returncode == 2 and bad.stderr.strip() == "fieldstation: --field 'oops': expected key=value"
+
+
+def test_once_fails_when_any_read_failed_not_only_when_every_pass_did(tmp_path: Path) -> None:
+    path = tmp_path / "config.py"
+    path.write_text(
+        "from fieldstation.sensors.simulated import Simulated\n"
+        "sensors = [Simulated(name='flaky', fault='raise', fault_after=1)]\n"
+    )
+    result = run("once", "-n", "2", str(path))
+    assert result.returncode == 1
+    assert result.stdout.count("ERROR") == 1
+
+
+USER_ERROR = """\
+from fieldstation import Sensor
+
+
+def parse(text):
+    return float(text)
+
+
+class Probe(Sensor):
+    def read(self) -> float:
+        return parse("n/a")
+
+
+sensors = [Probe(name="probe")]
+"""
+
+
+def test_once_prints_each_error_once_with_the_line_of_config_py(tmp_path: Path) -> None:
+    path = tmp_path / "config.py"
+    path.write_text(USER_ERROR)
+    result = run("once", str(path))
+    assert result.returncode == 1
+    both = result.stdout + result.stderr
+    assert both.count("could not convert string to float") == 1, both
+    assert f"probe              ERROR {path}:5: ValueError: could not convert string to float: 'n/a'" in result.stdout
+
+
+def test_once_verbose_shows_the_frames_of_config_py_first(tmp_path: Path) -> None:
+    path = tmp_path / "config.py"
+    path.write_text(USER_ERROR)
+    result = run("once", "--verbose", str(path))
+    frames = [line.strip() for line in result.stderr.splitlines() if line.strip().startswith("File ")]
+    assert frames[:2] == [f'File "{path}", line 10, in read', f'File "{path}", line 5, in parse'], result.stderr
+    assert "fieldstation frames above config.py trimmed" in result.stderr
+
+
+def test_once_warns_when_a_read_returns_fields_the_sensor_does_not_declare(tmp_path: Path) -> None:
+    path = tmp_path / "config.py"
+    path.write_text(
+        "from typing import ClassVar\n"
+        "from fieldstation import Sensor\n"
+        "class Hygro(Sensor):\n"
+        "    fields: ClassVar[tuple[str, ...]] = ('t',)\n"
+        "    def read(self) -> dict[str, float]:\n"
+        "        return {'t': 21.0, 'rh': 40.0}\n"
+        "sensors = [Hygro(name='h')]\n"
+    )
+    result = run("once", "-n", "2", str(path))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stdout.splitlines() if "WARNING" in line]
+    assert warnings == [
+        f"pass 1  h                  WARNING {path}:7: read() returned fields it does not declare: rh (declared: t)"
+    ]
+
+
+def _agent_toml(tmp_path: Path, config: Path) -> Path:
+    settings = tmp_path / "agent.toml"
+    with socket.socket() as s:  # a sink nobody listens on: the readings stay in the spool
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings.write_text(
+        f'config = "{config}"\nstate_file = "{tmp_path / "state.json"}"\n'
+        f'[spool]\npath = "{tmp_path / "spool.db"}"\n'
+        f'[[sinks]]\nname = "down"\nurl = "http://127.0.0.1:{port}"\ntimeout = 1\n'
+    )
+    return settings
+
+
+def test_run_stops_on_sigterm_although_config_py_started_a_thread(tmp_path: Path) -> None:
+    config = tmp_path / "config.py"
+    config.write_text(
+        "import threading, time\n"
+        "from fieldstation.sensors.simulated import Simulated\n"
+        "threading.Thread(target=time.sleep, args=(3600,), daemon=False).start()\n"
+        "sensors = [Simulated(name='t', interval=0.2)]\n"
+    )
+    proc = start_agent_process(_agent_toml(tmp_path, config), tmp_path / "agent.log")
+    try:
+        wait_for((tmp_path / "state.json").exists, 30, "the agent's state file")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, (tmp_path / "agent.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_run_refuses_a_config_that_loops_at_import_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.py"
+    config.write_text(
+        "from fieldstation.sensors.simulated import Simulated\nsensors = [Simulated(name='t')]\nwhile True:\n    pass\n"
+    )
+    result = subprocess.run(
+        fieldstation_cmd("run", "--settings", str(_agent_toml(tmp_path, config))),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"fieldstation: {config}:") and "still running after 20 s while being loaded" in line
