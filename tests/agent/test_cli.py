@@ -108,8 +108,13 @@ def port_is_free(port: int) -> bool:
 def test_demo_runs_the_example_against_a_local_influxdb(tmp_path: Path) -> None:
     simulators_can_start = all(port_is_free(DEFAULT_PORTS[name]) for name in ("arduino", "http"))
     (tmp_path / "tmp").mkdir()
-    result = subprocess.run(fieldstation_cmd("demo", "--duration", "4"), capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "TMPDIR": str(tmp_path / "tmp"), "XDG_STATE_HOME": str(tmp_path / "state")})
+    result = subprocess.run(
+        fieldstation_cmd("demo", "--duration", "4"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TMPDIR": str(tmp_path / "tmp"), "XDG_STATE_HOME": str(tmp_path / "state")},
+    )
     # The throwaway InfluxDB, the demo's settings, spool and state: all gone (the lock stays for the next demo).
     assert [p.name for p in (tmp_path / "state" / "fieldstation").iterdir()] == ["demo.lock"]
     assert list((tmp_path / "tmp").iterdir()) == []
@@ -164,8 +169,22 @@ def test_once_with_timing_runs_against_the_simulators_of_fieldstation_simulate(t
 def test_record_appends_a_point_the_agent_forwards(tmp_path: Path) -> None:
     settings = tmp_path / "agent.toml"
     settings.write_text(f'[spool]\npath = "{tmp_path / "spool.db"}"\n[[sinks]]\nname = "local"\n')
-    result = run("record", "fieldstation_backup", "--tag", "kind=backup", "--field", "ok=true", "--field", "bytes=12i",
-                 "--field", "duration_s=4.5", "--field", "share=//nas/backup", "--settings", str(settings))
+    result = run(
+        "record",
+        "fieldstation_backup",
+        "--tag",
+        "kind=backup",
+        "--field",
+        "ok=true",
+        "--field",
+        "bytes=12i",
+        "--field",
+        "duration_s=4.5",
+        "--field",
+        "share=//nas/backup",
+        "--settings",
+        str(settings),
+    )
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip()
     assert line.startswith('fieldstation_backup,kind=backup ok=true,bytes=12i,duration_s=4.5,share="//nas/backup" ')

@@ -127,3 +127,85 @@ def test_simulated_faults_start_after_and_repeat() -> None:
     s = Simulated(name="s", fault="nan", fault_after=2, fault_every=2, signal="constant", value=1.0)
     xs = [asyncio.run(s.read())["value"] for _ in range(6)]
     assert [math.isnan(x) for x in xs] == [False, False, True, False, True, False]
+
+
+# -- what `check` holds a sensor to --------------------------------------------------------------------
+
+
+def test_interval_and_timeout_are_bounded() -> None:
+    with pytest.raises(ValidationError, match=r"interval must be at most 86400 s, a day \(got inf\)"):
+        Thermo(name="t", interval=math.inf)
+    with pytest.raises(ValidationError, match=r"timeout must be above 0 and at most 3600 s \(got 1e\+300\)"):
+        Thermo(name="t", timeout=1e300)
+    with pytest.raises(ValidationError, match="timeout must be above 0"):
+        Thermo(name="t", timeout=0)
+    assert Thermo(name="t", interval=86_400, timeout=3_600).read_timeout == 3_600
+
+
+def test_limits_must_be_ordered() -> None:
+    with pytest.raises(ValidationError, match=r"limits of 'value': low must be below high \(got 8, 2\)"):
+        Thermo(name="t", limits={"value": (8, 2)})
+    assert Thermo(name="t", limits={"value": (-math.inf, 8)}).limits == {"value": (-math.inf, 8)}
+
+
+def test_read_must_exist_and_take_only_self() -> None:
+    class NoRead(Sensor):
+        pass
+
+    class Channel(Sensor):
+        def read(self, channel: int) -> float:
+            return float(channel)
+
+    class Retries(Sensor):
+        def read(self, retries: int = 3) -> float:
+            return float(retries)
+
+    class Async(Sensor):
+        async def read(self) -> float:
+            return 1.0
+
+    assert NoRead.read_problem() == "NoRead has no read() method: define def read(self) returning a number or fields"
+    assert (
+        Channel.read_problem()
+        == "Channel.read(self, channel: 'int') -> 'float' must take only self: the scheduler calls read()"
+    )
+    assert [Retries.read_problem(), Async.read_problem(), Thermo.read_problem()] == [None, None, None]
+
+
+def test_per_field_options_are_held_to_the_declared_fields() -> None:
+    s = Simulated(name="s", fields=["t", "rh"], unit={"t": "K"}, limits={"rh": (0, 100), "hr": (0, 1)})
+    assert s.field_problems() == [
+        ("limits", "hr", "limits names the field 'hr', which is not among the fields Simulated produces (t, rh)")
+    ]
+    # Nothing declared and no unit mapping: nothing to check against.
+    assert Thermo(name="t", limits={"anything": (0, 1)}).field_problems() == []
+
+
+def test_the_drivers_declare_the_fields_they_produce() -> None:
+    from fieldstation.sensors.arduino import Arduino
+    from fieldstation.sensors.http_json import HttpJson
+    from fieldstation.sensors.modbus import Modbus
+    from fieldstation.sensors.pi import Pi
+
+    assert Arduino(name="a", host="127.0.0.1", channels={0: "flow", 3: "level"}).declared_fields() == ["flow", "level"]
+    assert HttpJson(name="h", url="http://127.0.0.1/", fields={"t": "a.t", "p": "a.p"}).declared_fields() == ["t", "p"]
+    meter = Modbus(name="m", model="orno_we515", port="/dev/null")
+    assert meter.declared_fields() == meter.dashboard_fields() and "active_power" in meter.declared_fields()
+    assert set(meter.unit) <= set(meter.declared_fields())
+    only = Modbus(name="m", model="orno_we515", port="/dev/null", fields=["active_power"])
+    assert only.declared_fields() == ["active_power"]
+    pi = Pi(name="pi", mounts=["/", "/data"])
+    declared = pi.declared_fields()
+    assert {"disk_used_percent_data", "disk_available_root", "under_voltage", "soc_temp"} <= set(declared)
+    assert set(pi.unit) <= set(declared)  # the driver's own units never fail the check
+    assert pi.field_problems() == []
+
+
+def test_what_the_drivers_return_is_what_they_declare() -> None:
+    from fieldstation.sensors.pi import Pi
+
+    pi = Pi(name="pi")
+    pi.read()
+    assert set(pi.read()) <= set(pi.declared_fields())  # this machine's /proc and /sys
+    sim = Simulated(name="s", fields=["a", "b"])
+    assert set(process(sim, sim._sample("none", sim._run), T).readings[0].fields) == {"a", "b"}

@@ -250,7 +250,7 @@ class Sensor(BaseModel):
         The fields are those the driver declares (:meth:`declared_fields`); for a sensor declaring none, those
         its ``unit`` mapping names (the dashboards show exactly those).
         """
-        known = self.declared_fields()
+        known = self.declared_fields() or None  # none declared (or an unvalidated stand-in's empty plan): unknown
         source = f"{type(self).__name__} produces"
         options: tuple[str, ...] = PER_FIELD_OPTIONS
         if known is None:
