@@ -81,6 +81,11 @@ def gauge(
         "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
         "showThresholdLabels": False,
         "showThresholdMarkers": limits is not None,
+        # The rest of @grafana/schema's required gauge options, at Grafana's defaults: a complete model.
+        "orientation": "auto",
+        "minVizHeight": 75,
+        "minVizWidth": 75,
+        "sizing": "auto",
     }
     return p
 
@@ -114,6 +119,9 @@ def stat(
         "textMode": "auto",
         "justifyMode": "auto",
         "orientation": "auto",
+        "showPercentChange": False,
+        "percentChangeColorMode": "standard",
+        "wideLayout": True,
     }
     if time_from:
         p["timeFrom"] = time_from
@@ -152,7 +160,7 @@ def table(
     title: str, targets: list[dict[str, Any]], unit: str, *, description: str = "", unit_id: str | None = None
 ) -> dict[str, Any]:
     p = _base("table", title, targets, unit, description, unit_id=unit_id)
-    p["options"] = {"showHeader": True, "sortBy": [{"displayName": "Time", "desc": True}]}
+    p["options"] = {"showHeader": True, "frameIndex": 0, "sortBy": [{"displayName": "Time", "desc": True}]}
     return p
 
 
