@@ -122,6 +122,11 @@ BAD = {
         3,
         "Simulated option 'conversion', entry 'slope': Input should be a valid number (got 'a')",
     ),
+    "union_mapping_of_tagged": (
+        HEAD + "sensors = [Simulated(name='a', conversion={'value': {'kind': 'linear', 'slop': 2}})]\n",
+        2,
+        "Simulated option 'conversion', entry 'value', entry 'slop': Extra inputs are not permitted (got 2)",
+    ),
     # What config.py does while being loaded.
     "sys_exit": (HEAD + "import sys\nsys.exit(3)\n", 3, "config.py called sys.exit(3) while being loaded"),
     "keyboard_interrupt": (HEAD + "raise KeyboardInterrupt\n", 2, "KeyboardInterrupt raised while config.py was"),

@@ -177,7 +177,16 @@ def _describe_option(title: str, option: str, errs: list[ErrorDetails], annotati
         skip = 3 if tag.startswith("tagged-union[") else 2  # and the discriminator's value
     inner = errs[0]["loc"][skip:]
     key = inner[0] if inner and isinstance(inner[0], str) else None
-    texts = [f"{title} option {option!r}{_path(e['loc'][skip:])}: {_say(e)}" for e in errs]
+    # In a mapping of tagged unions ({field: Linear(...)}) the part after the key is the discriminator's value.
+    tagged_values = (
+        skip == 2 and str(errs[0]["loc"][1]).startswith("dict[") and "tagged-union[" in str(errs[0]["loc"][1])
+    )
+    texts = []
+    for e in errs:
+        parts = e["loc"][skip:]
+        if tagged_values:
+            parts = parts[:1] + parts[2:]
+        texts.append(f"{title} option {option!r}{_path(parts)}: {_say(e)}")
     return key, "; ".join(dict.fromkeys(texts))
 
 
@@ -191,7 +200,7 @@ def _validation_problems(exc: ValidationError, cls: type[BaseModel]) -> list[tup
         else:
             by_option.setdefault(str(err["loc"][0]), []).append(err)
     for option, errs in by_option.items():
-        kind = errs[0]["type"]
+        kind = errs[0]["type"] if len(errs[0]["loc"]) == 1 else "nested"
         if kind == "extra_forbidden":
             hint = did_you_mean(option, cls.model_fields)
             out.append((option, None, f"unknown option {option!r} for {exc.title}{hint}"))
@@ -228,10 +237,10 @@ def _failure_problems(src: _Source, failure: Failure) -> list[tuple[int | None, 
     return out
 
 
-def _sensor_problems(src: _Source, sensors: list[Sensor]) -> list[tuple[int | None, str]]:
+def _sensor_problems(src: _Source, sensors: list[Sensor], invalid: list[Sensor]) -> list[tuple[int | None, str]]:
     out: list[tuple[int | None, str]] = []
     seen_classes: set[type[Sensor]] = set()
-    for s in sensors:
+    for s in [*sensors, *invalid]:
         cls = type(s)
         if cls not in seen_classes:
             seen_classes.add(cls)
@@ -243,8 +252,8 @@ def _sensor_problems(src: _Source, sensors: list[Sensor]) -> list[tuple[int | No
                 else:
                     line = src.classes.get(cls.__name__, src.line(s._site))
                 out.append((line, problem))
-        for option, key, text in s.field_problems():
-            out.append((src.line(s._site, option, key), text))
+        if not s._invalid:  # a stand-in's fields were checked with its failure
+            out += [(src.line(s._site, option, key), text) for option, key, text in s.field_problems()]
     return out
 
 
@@ -374,7 +383,7 @@ def load_sensors(path: str | Path = DEFAULT_CONFIG, *, timeout: float = IMPORT_T
         problems.append((_line_in(raised.__traceback__, name), text))
     else:
         sensors, more = _collect(namespace, src)
-        problems += more + _sensor_problems(src, sensors)
+        problems += more + _sensor_problems(src, sensors, [f.sensor for f in collected])
         if not sensors and not problems:
             problems.append((None, "no sensors defined (add a list named `sensors`)"))
     if problems:
