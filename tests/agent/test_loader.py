@@ -42,8 +42,9 @@ BAD = {
     "missing_extra": (
         "from fieldstation import Sensor\n"
         "class Meter(Sensor):\n    driver = 'modbus'\n    requires = ('pymodbus_not_installed',)\n"
+        "    def read(self) -> float:\n        return 1.0\n"
         "sensors = [Meter(name='m')]\n",
-        5,
+        7,
         "the 'modbus' driver needs the Python module 'pymodbus_not_installed': install the extra with pip install 'fieldstation[modbus]'",
     ),
     "no_sensors": ("sensors = []\n", None, "no sensors defined"),
