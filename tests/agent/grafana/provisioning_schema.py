@@ -86,9 +86,15 @@ class RuleGroup(_S):
     rules: list[Rule] = Field(min_length=1)
 
 
+class DeleteRule(_S):
+    orgId: int
+    uid: str = Field(max_length=40, pattern=r"^[A-Za-z0-9_-]+$")
+
+
 class RulesFile(_S):
     apiVersion: Literal[1]
     groups: list[RuleGroup]
+    deleteRules: list[DeleteRule] = []
 
 
 class EmailSettings(_S):

@@ -163,3 +163,26 @@ def test_ups_rules_only_for_nut_sensors(tmp_path: Path) -> None:
                               'sensors = {"Cold room": [Nut(name="ups", ups="eaton"),')
     groups, _ = _rules(with_ups, GS, tmp_path)
     assert groups == ["sensor limits", "stale sensors", "ups"]
+
+
+def test_rules_earlier_renders_provisioned_are_deleted_by_uid(tmp_path: Path) -> None:
+    """Grafana keeps a provisioned rule that leaves the file: the old mean-based limit rules and, without backups,
+    the backup rules every station had are listed in deleteRules, and nothing rendered is."""
+    import hashlib
+
+    import yaml
+
+    def old_uid(kind: str, key: str) -> str:  # the uid scheme those renders used
+        return f"fs-{kind}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+    path = tmp_path / "config.py"
+    path.write_text(CONFIG)
+    for backups in (False, True):
+        gs = GS.model_copy(update={"backups": backups})
+        doc = yaml.safe_load(render_files(load_sensors(path), gs, EnergySettings())["alerting/fieldstation-rules.yaml"])
+        deleted = {d["uid"] for d in doc["deleteRules"]}
+        rendered = {r["uid"] for g in doc["groups"] for r in g["rules"]}
+        assert {old_uid("limit", f"{n}/value") for n in ("fridge", "steady", "spiky")} <= deleted
+        assert (old_uid("backup", "backup") in deleted) is not backups
+        assert old_uid("restore-drill", "restore-drill") in (rendered if backups else deleted)
+        assert not deleted & rendered

@@ -356,7 +356,18 @@ def rules_file(sensors: list[Sensor], nuts: list[Sensor], gs: GrafanaSettings) -
             for name, rules in groups
             if rules
         ],
+        "deleteRules": [{"orgId": 1, "uid": uid} for uid in retired_uids(sensors, gs)],
     }
+
+
+def retired_uids(sensors: list[Sensor], gs: GrafanaSettings) -> list[str]:
+    """Rules earlier renders provisioned that this one does not: Grafana keeps a provisioned rule that leaves the
+    file, so they are deleted by uid. The one-rule-per-field limit rules (a 1-minute mean against both limits), and
+    the backup rules where backups are off (every station had them, alerting for ever without backups)."""
+    out = [_uid("limit", f"{s.name}/{field}") for s in sensors for field in s.limits]
+    if not gs.backups:
+        out += [_uid("backup", "backup"), _uid("restore-drill", "restore-drill")]
+    return out
 
 
 SUBJECT = (
