@@ -57,7 +57,7 @@ def _types(server: LocalInfluxd, rp: str, m: str) -> dict[str, str]:
 
 def _render(outdir: Path, config: Path, measurement: str) -> dict[str, str]:
     config.write_text(CONFIG.format(m=measurement))
-    gs = GrafanaSettings(alerts=Alerts(emails=["ops@example.org"]))
+    gs = GrafanaSettings(alerts=Alerts(emails=["ops@example.org"]), provisioning_path="/etc/grafana/provisioning")
     render(outdir, load_sensors(config), gs, EnergySettings())
     return {
         p.relative_to(outdir).as_posix(): p.read_text()
