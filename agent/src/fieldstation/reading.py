@@ -9,11 +9,77 @@ from __future__ import annotations
 
 import functools
 import math
+import reprlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 FieldValue = float | int | bool | str
+
+#: The limits on what one read may return (README, "Writing your own sensor"). A read over a whole-read limit is
+#: refused as a whole (checked before any work, so a runaway driver costs nothing); a field breaking a per-field
+#: rule is dropped and the others kept. Either way it is counted as an error of the sensor and never spooled.
+MAX_FIELDS = 1000  # fields per read, across all its readings
+MAX_TEXT_BYTES = 1 << 20  # UTF-8 bytes of string values per read: one line stays far below InfluxDB's 25 MB request
+MAX_STRING_BYTES = 64 * 1024  # UTF-8 bytes of one string value (InfluxDB 1.x's own limit on a string field)
+MAX_FIELD_NAME = 255  # characters of a field name
+#: InfluxDB refuses a field named ``time`` (a partial write: the whole batch is answered 400).
+RESERVED_FIELD_NAMES = frozenset({"time"})
+INT64 = (-(1 << 63), (1 << 63) - 1)
+
+_short_repr = reprlib.Repr()
+_short_repr.maxstring = _short_repr.maxother = _short_repr.maxlong = 40
+
+
+def short(value: object) -> str:
+    """A value for a one-line message: its repr, cut to about 40 characters (a field name may be huge)."""
+    try:
+        return _short_repr.repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
+def _is_text(name: str) -> bool:
+    try:
+        name.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
+#: The rules of a field name, in order: (broken when, what is wrong). Control characters are not text; a backslash
+#: is line protocol's escape and would change the key; ``time`` InfluxDB refuses (the whole batch answered 400).
+_NAME_RULES: tuple[tuple[Callable[[str], bool], str], ...] = (
+    (lambda n: not n, "is empty"),
+    (lambda n: len(n) > MAX_FIELD_NAME, f"is longer than {MAX_FIELD_NAME} characters"),
+    (lambda n: n in RESERVED_FIELD_NAMES, "is reserved by InfluxDB"),
+    (lambda n: not _is_text(n), "is not valid Unicode text"),
+    (lambda n: "\\" in n or not n.isprintable(), "contains a backslash or a control character"),
+)
+
+
+def name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a field name in line protocol, or None."""
+    if not isinstance(name, str):
+        return f"field name {short(name)} is {type(name).__name__}, not a string"
+    for broken, what in _NAME_RULES:
+        if broken(name):
+            return f"field name {short(name)} {what}"
+    return None
+
+
+def text_problem(name: str, value: str) -> tuple[str | None, int]:
+    """(why a string value cannot be stored or None, its size in UTF-8 bytes)."""
+    if len(value) > MAX_STRING_BYTES:  # at least one byte per character: no need to encode a huge string
+        return f"field {name!r} is a string of over {MAX_STRING_BYTES} bytes ({len(value)} characters)", len(value)
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:
+        return f"field {name!r} is not valid Unicode text", len(value)
+    if size > MAX_STRING_BYTES:
+        return f"field {name!r} is a string of over {MAX_STRING_BYTES} bytes ({size} bytes)", size
+    return None, size
+
 
 _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n"})
 _TAG_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\=", "\n": r"\n"})

@@ -10,6 +10,9 @@
 - Each read has a timeout. A failed or hung read closes the driver and reopens it after an exponential backoff.
   A hung blocking read keeps its thread; the sensor is skipped until that thread comes back.
 - A sensor with no good reading for ``stale_after`` intervals is stale.
+- Whatever a read returns or raises, the sensor is rescheduled: a problem is counted as an error and logged in one
+  line, once per distinct problem. What a blocking read returned is validated and converted on its own thread, so a
+  large read costs the loop nothing; what an async read returned is bounded by the limits of reading.py.
 """
 
 from __future__ import annotations
@@ -30,13 +33,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fieldstation.reading import Reading
-from fieldstation.sensor import Sensor, process
+from fieldstation.sensor import Processed, Sensor, process
 
 log = logging.getLogger("fieldstation.scheduler")
 
 Emit = Callable[[list[Reading]], None]
 
 BACKOFF_MAX = 60.0
+#: What a driver's read() may raise and the scheduler survives (a read calling sys.exit() included). Not
+#: asyncio.CancelledError: that is the scheduler stopping a read. Signals are handled by the loop, not raised.
+READ_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
+MAX_MESSAGE = 300  # characters of a driver's error message kept in a log line
 #: Sensors whose ticks share one instant (one wake-up of the loop). Every wake-up costs CPU, so sensors come in
 #: slots; a whole slot served at once delays its last sensor, so slots are small. Slots are spread over the
 #: first second (bench/RESULTS.md has the figures behind 20).
@@ -45,8 +52,11 @@ SLOT_SIZE = 20
 
 def one_line(exc: BaseException) -> str:
     """An exception as one log line: its type and first line of message."""
-    text = str(exc).strip().splitlines()
-    msg = text[0] if text else ""
+    try:
+        text = str(exc).strip().splitlines()
+    except Exception:  # a driver's exception whose __str__ fails
+        text = []
+    msg = text[0][:MAX_MESSAGE] if text else ""
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) and not msg:
         msg = "timed out"
     name = type(exc).__name__
@@ -112,6 +122,14 @@ def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any,
 
 def is_async(sensor: Sensor) -> bool:
     return inspect.iscoroutinefunction(type(sensor).read)
+
+
+def _process_safely(sensor: Sensor, raw: Any, time_ns: int) -> Processed:
+    """``process``, with a return it cannot make sense of (a mapping whose items() raises) as one invalid entry."""
+    try:
+        return process(sensor, raw, time_ns)
+    except Exception as exc:
+        return Processed(invalid=[f"read() returned {type(raw).__name__} that cannot be read: {one_line(exc)}"])
 
 
 class BusWorker:
@@ -232,14 +250,14 @@ class Scheduler:
             time_ns = time.time_ns()
             t0 = time.perf_counter()
             started = loop.time()
-            coro = st.sensor.read()
             try:
+                coro = st.sensor.read()
                 yielded = coro.send(None)
             except StopIteration as done:
                 self._succeeded(st, done.value, time_ns, t0)
                 self._reschedule(st)
                 return
-            except Exception as exc:
+            except READ_ERRORS as exc:
                 self._failed(st, exc)
                 self._reschedule(st)
                 return
@@ -264,7 +282,7 @@ class Scheduler:
         except asyncio.CancelledError:
             coro.close()
             raise
-        except Exception as exc:
+        except READ_ERRORS as exc:
             coro.close()
             self._failed(st, exc)
             return []
@@ -308,19 +326,32 @@ class Scheduler:
             return []
         time_ns = time.time_ns()
         t0 = time.perf_counter()
+        processed: Processed | None = None
         try:
             if not st.opened:
                 await self._call(st, sensor.open, sensor.read_timeout)
                 st.opened = True
-            raw = await self._call(st, sensor.read, sensor.read_timeout)
+            if is_async(sensor):
+                raw = await self._call(st, sensor.read, sensor.read_timeout)
+            else:
+                # Validated and converted on the sensor's own thread too: a large read costs the loop nothing.
+                raw, processed = await self._call(
+                    st, functools.partial(self._read_blocking, st, time_ns), sensor.read_timeout
+                )
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except READ_ERRORS as exc:
             self._failed(st, exc)
             return []
-        return self._succeeded(st, raw, time_ns, t0)
+        return self._succeeded(st, raw, time_ns, t0, processed)
 
-    def _failed(self, st: SensorState, exc: Exception) -> None:
+    @staticmethod
+    def _read_blocking(st: SensorState, time_ns: int) -> tuple[Any, Processed]:
+        """On the bus thread: read, then make readings of what was read (never raises for what it returned)."""
+        raw = st.sensor.read()
+        return raw, _process_safely(st.sensor, raw, time_ns)
+
+    def _failed(self, st: SensorState, exc: BaseException) -> None:
         st.errors += 1
         st.last_exception = exc
         if isinstance(exc, TimeoutError):
@@ -330,26 +361,43 @@ class Scheduler:
             msg = one_line(exc)
         self._note_failure(st, time.monotonic(), msg, reopen=getattr(exc, "reopen", True))
 
-    def _succeeded(self, st: SensorState, raw: Any, time_ns: int, t0: float) -> list[Reading]:
+    def _succeeded(
+        self, st: SensorState, raw: Any, time_ns: int, t0: float, processed: Processed | None = None
+    ) -> list[Reading]:
+        """A read returned ``raw``: store what is good in it, count and log once what is not. Never raises."""
         latency = time.perf_counter() - t0
         st.reads += 1
         st.last_latency = latency
         st.latency_total += latency
-        processed = process(st.sensor, raw, time_ns)
+        if processed is None:
+            processed = _process_safely(st.sensor, raw, time_ns)
         st.out_of_range += processed.out_of_range
+        now = time.monotonic()
         if processed.invalid:
             st.invalid += len(processed.invalid)
             st.errors += 1
-            self._log_change(st, "invalid value: " + "; ".join(processed.invalid))
-        if processed.readings:
-            st.last_ok = time.monotonic()
-            if st.failures_in_row:
-                log.info("sensor %s recovered after %d failed reads", st.sensor.name, st.failures_in_row)
-            st.failures_in_row = 0
-            st.last_error = None
-            for r in processed.readings:
-                st.last_fields.update(r.fields)
+            msg = "invalid reading: " + processed.summary()
+            if processed.readings:
+                self._log_change(st, msg)  # the good fields are kept; the sensor is not failing
+            else:
+                self._note_failure(st, now, msg, reopen=False)  # the device answered: poll again, no reconnect
+        if not processed.readings:
+            return []
+        try:
             self.emit(processed.readings)
+        except Exception as exc:  # not the driver's fault, but a sensor must not be lost to it
+            st.errors += 1
+            self._note_failure(st, now, f"readings not stored: {one_line(exc)}", reopen=False)
+            log.debug("sensor %s: emit failed", st.sensor.name, exc_info=True)
+            return []
+        st.last_ok = now
+        if st.failures_in_row:
+            log.info("sensor %s recovered after %d failed reads", st.sensor.name, st.failures_in_row)
+        st.failures_in_row = 0
+        if not processed.invalid:
+            st.last_error = None
+        for r in processed.readings:
+            st.last_fields.update(r.fields)
         return processed.readings
 
     def _log_change(self, st: SensorState, msg: str) -> None:

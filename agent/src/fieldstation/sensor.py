@@ -39,7 +39,16 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from fieldstation.conversion import Conversion
-from fieldstation.reading import FieldValue, Reading
+from fieldstation.reading import (
+    INT64,
+    MAX_FIELDS,
+    MAX_TEXT_BYTES,
+    FieldValue,
+    Reading,
+    name_problem,
+    short,
+    text_problem,
+)
 
 #: Set by the config loader to the path of the config file being executed, so sensors can record the
 #: line that created them (for one-line error messages).
@@ -342,7 +351,12 @@ class Processed:
 
     readings: list[Reading] = field(default_factory=list)
     out_of_range: int = 0
-    invalid: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)  # one entry per field dropped, or one for a read refused
+
+    def summary(self) -> str:
+        """The problems as one log line: the first, and how many more."""
+        more = len(self.invalid) - 1
+        return self.invalid[0] + (f" (and {more} more field{'s' if more > 1 else ''})" if more > 0 else "")
 
 
 def _convert(sensor: Sensor, name: str, value: float) -> float:
@@ -363,7 +377,11 @@ def _number(sensor: Sensor, name: str, value: object, out: Processed) -> tuple[f
     if not isinstance(value, (int, float)):
         out.invalid.append(f"field {name!r} is {type(value).__name__}, not a number")
         return None, False
-    x = _convert(sensor, name, float(value))
+    try:
+        x = _convert(sensor, name, float(value))
+    except OverflowError:  # an int beyond a float (10**400), or a conversion overflowing
+        out.invalid.append(f"field {name!r} is {short(value)}, beyond a float")
+        return None, False
     if not math.isfinite(x):
         out.invalid.append(f"field {name!r} is {x}")
         return None, False
@@ -376,29 +394,120 @@ def _number(sensor: Sensor, name: str, value: object, out: Processed) -> tuple[f
     return (round(x, sensor.precision) if sensor.precision is not None else x), flagged
 
 
+class _Refused(Exception):
+    """A read over a whole-read limit (reading.py): refused as a whole."""
+
+
+class _Text:
+    """The string bytes of one read so far, against MAX_TEXT_BYTES."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def check(self, name: str, value: str, out: Processed) -> bool:
+        problem, size = text_problem(name, value)
+        if problem is not None:
+            out.invalid.append(problem)
+            return False
+        self.size += size
+        if self.size > MAX_TEXT_BYTES:
+            raise _Refused(f"read() returned over {MAX_TEXT_BYTES} bytes of text, the limit per read")
+        return True
+
+
+def _value_problem(name: str, value: object) -> str | None:
+    """Why a value a driver put in its own Reading cannot be stored as it is (strings aside), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        ok = INT64[0] <= value <= INT64[1]
+        return None if ok else f"field {name!r} is {short(value)}, beyond a 64-bit integer"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"field {name!r} is {value}"
+    return f"field {name!r} is {type(value).__name__}, not a number, bool or string"
+
+
+def _stored(name: object, value: object, out: Processed, text: _Text) -> bool:
+    """Whether a field a driver made itself (a Reading) can be stored as it is; if not, why is in ``out``."""
+    problem = name_problem(name)
+    if problem is None:
+        assert isinstance(name, str)
+        if isinstance(value, str):
+            return text.check(name, value, out)
+        problem = _value_problem(name, value)
+    if problem is not None:
+        out.invalid.append(problem)
+    return problem is None
+
+
+def _checked_readings(sensor: Sensor, readings: list[Reading], out: Processed) -> list[Reading]:
+    """A driver's own readings, each field checked like any other; a reading left with no field is dropped."""
+    if sum(len(r.fields) for r in readings) > MAX_FIELDS:
+        raise _Refused(f"read() returned more than {MAX_FIELDS} fields, the limit per read")
+    text = _Text()
+    kept = []
+    for r in readings:
+        r.fields = {k: v for k, v in r.fields.items() if _stored(k, v, out, text)}
+        if r.fields:
+            kept.append(r)
+    return kept
+
+
 def process(sensor: Sensor, raw: Any, time_ns: int) -> Processed:
-    """Turn what ``read`` returned into readings: convert, range-check, round, tag, group by unit."""
+    """Turn what ``read`` returned into readings: validate, convert, range-check, round, tag, group by unit.
+
+    Bounded work: a read over a limit of reading.py is refused before its fields are looked at.
+    """
     out = Processed()
-    base_tags = {**sensor.tags, "sensor": sensor.name}
+    try:
+        _process(sensor, raw, time_ns, out)
+    except _Refused as exc:
+        out.readings = []
+        out.invalid = [str(exc)]
+    return out
+
+
+def _process(sensor: Sensor, raw: Any, time_ns: int, out: Processed) -> None:
     if isinstance(raw, Reading):
         raw = [raw]
+    if isinstance(raw, list) and len(raw) > MAX_FIELDS:
+        raise _Refused(f"read() returned {len(raw)} readings, more than the limit of {MAX_FIELDS} fields per read")
     if isinstance(raw, list) and all(isinstance(r, Reading) for r in raw):
+        base_tags = {**sensor.tags, "sensor": sensor.name}
         for r in raw:
             r.tags = {**base_tags, "unit": sensor.unit_of(next(iter(r.fields), "")), **r.tags}
-        out.readings = raw
-        return out
+        out.readings = _checked_readings(sensor, raw, out)
+        if not out.readings and not out.invalid:
+            out.invalid.append("read() returned no fields")
+        return
     if isinstance(raw, (bool, int, float)):
         raw = {"value": raw}
     if not isinstance(raw, Mapping):
         out.invalid.append(f"read() returned {type(raw).__name__}, expected a number or a mapping of fields")
-        return out
+    elif len(raw) > MAX_FIELDS:
+        raise _Refused(f"read() returned {len(raw)} fields, more than the limit of {MAX_FIELDS} per read")
+    elif not raw:
+        out.invalid.append("read() returned no fields")
+    else:
+        _from_mapping(sensor, raw, time_ns, out)
 
+
+def _from_mapping(sensor: Sensor, raw: Mapping[Any, Any], time_ns: int, out: Processed) -> None:
     by_unit: dict[str, dict[str, FieldValue]] = {}
     flagged_units: set[str] = set()
+    text = _Text()
     for name, value in raw.items():
+        problem = name_problem(name)
+        if problem is not None:
+            out.invalid.append(problem)
+            continue
         unit = sensor.unit_of(name)
-        if isinstance(value, (bool, str)):
+        if isinstance(value, bool):
             by_unit.setdefault(unit, {})[name] = value
+            continue
+        if isinstance(value, str):
+            if text.check(name, value, out):
+                by_unit.setdefault(unit, {})[name] = value
             continue
         x, flagged = _number(sensor, name, value, out)
         if x is None:
@@ -408,8 +517,8 @@ def process(sensor: Sensor, raw: Any, time_ns: int) -> Processed:
         by_unit.setdefault(unit, {})[name] = x
 
     measurement = sensor.measurement_name
+    base_tags = {**sensor.tags, "sensor": sensor.name}
     for unit, fields in by_unit.items():
         if unit in flagged_units:
             fields["out_of_range"] = True
         out.readings.append(Reading(measurement, fields, {**base_tags, "unit": unit}, time_ns))
-    return out
