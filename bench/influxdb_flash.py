@@ -199,8 +199,14 @@ def most_files_in_a_shard(data: Path) -> int:
     return max((shards.count(s) for s in set(shards)), default=0)
 
 
-def tsm_day(work: Path, name: str, role_vars: dict[str, str]) -> float:
-    """MB the snapshots and compactions of one day of points write (the WAL elsewhere, not counted)."""
+def tsm_day(work: Path, name: str, role_vars: dict[str, str]) -> tuple[float, float]:
+    """MB the snapshots and compactions of one day of points write, and the MB of TSM files left.
+
+    The WAL goes to a tmpfs (the real-time phase counts it) and is not fsynced (no need to wait). The day is posted
+    with the config's own snapshot settings (snapshots when the cache reaches its size), then influxd is restarted
+    with both cold durations at 1 s: the end of the day, when the shard goes cold (its last snapshot, then its
+    full compaction), without waiting hours.
+    """
     data, wal = work / "influxdb", work / "wal"
     http, rpc = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     conf, setup = work / "influxdb.conf", work / "influx-setup.toml"
@@ -209,14 +215,14 @@ def tsm_day(work: Path, name: str, role_vars: dict[str, str]) -> float:
     try:
         with loop_ext4(work / "influx.img", data, size_mb=1024) as dev:
             config(name, conf, data, http, rpc, role_vars=role_vars)
-            text = re.sub(r'(?m)^\s*wal-dir\s*=.*$', f'  wal-dir = "{wal}"', conf.read_text())
-            text = re.sub(r'(?m)^\s*#?\s*(cache-snapshot-write-cold-duration|compact-full-write-cold-duration)\s*=.*$',
-                          "", text)
-            # The WAL's fsyncs are not counted here (its own tmpfs): no need to wait for them.
-            text = re.sub(r'(?m)^\s*#?\s*wal-fsync-delay\s*=.*$', "", text)
-            text = re.sub(r"(?m)^\[data\]$", '[data]\n  cache-snapshot-write-cold-duration = "1s"\n'
-                          '  compact-full-write-cold-duration = "1s"\n  wal-fsync-delay = "0s"', text, count=1)
-            conf.write_text(text)
+            text = re.sub(r"(?m)^\s*wal-dir\s*=.*$", f'  wal-dir = "{wal}"', conf.read_text())
+            text = re.sub(r"(?m)^\s*#?\s*wal-fsync-delay\s*=.*$", "", text)
+            day_conf = re.sub(r"(?m)^\[data\]$", '[data]\n  wal-fsync-delay = "0s"', text, count=1)
+            text = re.sub(r"(?m)^\s*#?\s*(cache-snapshot-write-cold-duration|compact-full-write-cold-duration)\s*=.*$",
+                          "", day_conf)
+            cold_conf = re.sub(r"(?m)^\[data\]$", '[data]\n  cache-snapshot-write-cold-duration = "1s"\n'
+                               '  compact-full-write-cold-duration = "1s"', text, count=1)
+            conf.write_text(day_conf)
             setup_file(setup, http)
             proc = start_influxd(conf, work / "influxd.log", http)
             try:
@@ -235,23 +241,30 @@ def tsm_day(work: Path, name: str, role_vars: dict[str, str]) -> float:
                     print(f"\r  {name}: a day of points: {(part + 1) * batch / 3600:g}/24 h", end="", file=sys.stderr,
                           flush=True)
                 print(file=sys.stderr)
-                # Snapshots and compactions until one file is left and nothing more is written for 10 s.
+            finally:
+                proc.terminate()
+                proc.wait(120)
+            conf.write_text(cold_conf)
+            proc = start_influxd(conf, work / "influxd.log", http)
+            try:
+                # The cold snapshot and the full compaction: until one file per shard, nothing written for 10 s.
                 last, still, deadline = sectors(dev), 0, time.monotonic() + 900
                 while time.monotonic() < deadline and (most_files_in_a_shard(data) > 1 or still < 10):
                     time.sleep(1)
                     now = sectors(dev)
                     still = still + 1 if now == last else 0
                     last = now
-                    print(f"\r  {name}: compacting, {most_files_in_a_shard(data)} TSM files in a shard", end="",
+                    print(f"\r  {name}: the day gone cold: {most_files_in_a_shard(data)} TSM files in a shard", end="",
                           file=sys.stderr, flush=True)
                 print(file=sys.stderr)
                 s1 = sectors(dev)
+                left = sum(f.stat().st_size for f in (data / "data").rglob("*.tsm"))
             finally:
                 proc.terminate()
-                proc.wait(60)
+                proc.wait(120)
     finally:
         subprocess.run(["umount", str(wal)], check=False)
-    return (s1 - s0) * 512 / 1e6
+    return (s1 - s0) * 512 / 1e6, left / 1e6
 
 
 def measure(work: Path, name: str, seconds: float, post_interval: float,
@@ -290,7 +303,8 @@ def measure(work: Path, name: str, seconds: float, post_interval: float,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=180.0, help="measured seconds per config (after warm-up)")
+    parser.add_argument("--seconds", type=float, default=180.0,
+                        help="seconds measured per config after warm-up (0: only the day of snapshots and compactions)")
     parser.add_argument("--post-interval", type=float, default=SinkSettings.model_fields["flush_interval"].default,
                         help="seconds between the agent's POSTs (default: the agent's sinks' flush_interval)")
     parser.add_argument("--configs", default="debian,role", help="comma-separated: debian, role")
@@ -311,20 +325,24 @@ def main() -> int:
     version = subprocess.run(["influxd", "version"], check=True, capture_output=True, text=True).stdout.strip()
     print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores {cpu}, {version}, {SERIES} readings/s posted every "
           f"{args.post_interval:g} s, {args.seconds:g} s per config after {WARM_UP_S} s warm-up")
-    print("| config | wal-fsync-delay | _internal stored | real time: MB/day | a day's snapshots + compactions: MB |"
-          " total MB/day | points/s | POSTs/s | POST latency median / max |")
+    print("| config | wal-fsync-delay | _internal stored | real time: MB/day | a day's snapshots + compactions: MB"
+          " (TSM left) | total MB/day | points/s | POSTs/s | POST latency median / max |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.configs.split(","):
-        with tempfile.TemporaryDirectory(prefix="influxdb-flash-") as tmp:
-            r = measure(Path(tmp), name, args.seconds, args.post_interval, role_vars)
-        tsm = float("nan")
+        nan = float("nan")
+        r = {"mb_per_day": nan, "points_per_s": nan, "posts_per_s": nan, "latency_median": nan, "latency_max": nan,
+             "fsync_delay": "", "monitor": ""}
+        if args.seconds > 0:
+            with tempfile.TemporaryDirectory(prefix="influxdb-flash-") as tmp:
+                r = measure(Path(tmp), name, args.seconds, args.post_interval, role_vars)
+        tsm, left = float("nan"), float("nan")
         if not args.no_tsm:
             with tempfile.TemporaryDirectory(prefix="influxdb-flash-") as tmp:
-                tsm = tsm_day(Path(tmp), name, role_vars)
+                tsm, left = tsm_day(Path(tmp), name, role_vars)
         label = "Debian defaults" if name == "debian" else "role" + (f" ({', '.join(args.role_var)})" if role_vars
                                                                      else " (its defaults)")
         label += f" (mkfs.ext4 {args.mkfs_options})" if args.mkfs_options else ""
-        print(f"| {label} | {r['fsync_delay']} | {r['monitor']} | {r['mb_per_day']:.0f} | {tsm:.0f} |"
+        print(f"| {label} | {r['fsync_delay']} | {r['monitor']} | {r['mb_per_day']:.0f} | {tsm:.0f} ({left:.0f}) |"
               f" **{r['mb_per_day'] + tsm:.0f}** | {r['points_per_s']:.0f} | {r['posts_per_s']:.2f} |"
               f" {r['latency_median'] * 1000:.0f} / {r['latency_max'] * 1000:.0f} ms |", flush=True)
     return 0
