@@ -56,6 +56,7 @@ def bench_agent(server: LocalInfluxd, work: Path, seconds: float) -> None:
         spool=SpoolSettings(path=work / "agent-spool.db"),
         sinks=[SinkSettings(name="local", url=server.url, database="agent")],
         state_file=work / "state.json",
+        energy_file=work / "energy.json",
     )
     sensors = [Timed(name=f"s{i:03d}", interval=1.0, signal="sine", period=30) for i in range(100)]
     agent = Agent(settings, sensors)

@@ -95,6 +95,7 @@ def run_agent(work: Path, rate: int, sinks_up: bool, seconds: float, commit_inte
         )
         (work / "agent.toml").write_text(
             f'config = "{work / "config.py"}"\nstate_file = "{work / "statefile" / "state.json"}"\n'
+            f'energy_file = "{state / "energy.json"}"\n'  # on the agent's drive, as on a station
             f'[spool]\npath = "{state / "spool.db"}"\ncommit_interval = {commit_interval}\n'
             f'[[sinks]]\nname = "local"\nurl = "{url}"\ntimeout = 2\n'
         )

@@ -4,15 +4,18 @@ the ``energy`` measurement to a real InfluxDB, across a restart."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from fieldstation.agent import Agent
 from fieldstation.energy import EnergyAccounting, EnergySettings, Period
 from fieldstation.influxd import LocalInfluxd
 from fieldstation.reading import Reading
 from fieldstation.sensor import Sensor
+from fieldstation.settings import AgentSettings
 from harness.agent import running_agent, settings_for, wait_for
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -114,3 +117,59 @@ def test_the_agent_writes_energy_and_cost_and_counts_across_a_restart(influxd: L
     kwh, cost = total()
     assert kwh == round(counters[-1] - counters[0], 9) and kwh >= 0.25 * 6 + 1.0
     assert cost == round(kwh * 0.2, 9)
+
+
+def stopped_agent(settings: AgentSettings, counter_value: float) -> Agent:
+    """An agent that read one counter value (the spool closed again): what a previous run leaves behind."""
+    agent = Agent(settings, [])
+    agent.energy.readings([counter(counter_value, ns(2026, 11, 23, 12))])
+    agent.spool.close()
+    return agent
+
+
+def baseline(settings: AgentSettings) -> dict[str, float]:
+    agent = Agent(settings, [])
+    agent.spool.close()
+    return agent.energy.last
+
+
+def test_a_clean_stop_counts_on_after_a_reboot(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, {"local": "http://127.0.0.1:9"}, state_file=tmp_path / "run/state.json")
+    agent = stopped_agent(settings, 1000.0)
+    agent.write_state(settings.state_file)
+    agent.save_energy(clean=True)  # what shutdown() does
+    settings.state_file.unlink()  # a reboot empties /run
+    assert baseline(settings) == {"meter/active_energy": 1000.0}
+
+
+def test_a_power_cut_re_bases_instead_of_counting_twice(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The energy file is written every energy_save_interval: after a power cut it is older than the energy
+    already written, so counting from it would count that energy twice."""
+    settings = settings_for(tmp_path, {"local": "http://127.0.0.1:9"}, state_file=tmp_path / "run/state.json")
+    agent = stopped_agent(settings, 1000.0)
+    agent.save_energy()  # the run's periodic save; then the power goes (no shutdown)
+    assert baseline(settings) == {}
+    assert f"{settings.energy_file}: left by an unclean stop (power cut?): energy counters re-based" in caplog.text
+
+
+def test_a_restart_without_reboot_counts_from_the_live_state(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, {"local": "http://127.0.0.1:9"}, state_file=tmp_path / "run/state.json")
+    agent = stopped_agent(settings, 1000.0)
+    agent.save_energy()
+    agent.energy.readings([counter(1001.5, ns(2026, 11, 23, 12, 5))])
+    agent.write_state(settings.state_file)  # every health interval, in /run, which survives the agent's restart
+    assert baseline(settings) == {"meter/active_energy": 1001.5}
+
+
+def test_the_energy_file_is_written_only_when_the_counters_moved_and_the_interval_passed(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, {"local": "http://127.0.0.1:9"}, energy_save_interval=3600)
+    agent = stopped_agent(settings, 1000.0)
+    agent.save_energy()
+    written = settings.energy_file.stat().st_mtime_ns, settings.energy_file.stat().st_ino
+    agent.save_energy()  # nothing moved
+    agent.energy.readings([counter(1001.0, ns(2026, 11, 23, 12, 5))])
+    agent.save_energy()  # moved, but within the interval
+    assert (settings.energy_file.stat().st_mtime_ns, settings.energy_file.stat().st_ino) == written
+    agent.save_energy(clean=True)  # a stop always writes
+    saved = json.loads(settings.energy_file.read_text())
+    assert saved["clean"] is True and saved["energy"] == {"meter/active_energy": 1001.0}

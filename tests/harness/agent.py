@@ -26,8 +26,7 @@ def settings_for(tmp: Path, sinks: dict[str, str], **kw: object) -> AgentSetting
         config=tmp / "config.py",
         spool=SpoolSettings(path=tmp / "spool.db"),
         sinks=[SinkSettings(name=n, url=u, database="fieldstation", timeout=2) for n, u in sinks.items()],
-        state_file=tmp / "state.json",
-        **kw,  # type: ignore[arg-type]
+        **{"state_file": tmp / "state.json", "energy_file": tmp / "energy.json", **kw},  # type: ignore[arg-type]
     )
 
 

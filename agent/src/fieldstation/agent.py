@@ -60,6 +60,29 @@ def _saved_state(path: Path) -> dict[str, Any]:
     return state if isinstance(state, dict) else {}
 
 
+def _write_json(path: Path, value: object) -> None:
+    tmp = path.with_suffix(".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(value, default=str, indent=1))
+    tmp.replace(path)
+
+
+def _energy_baseline(settings: AgentSettings) -> dict[str, Any]:
+    """The meters' last counter values to count from: the live state file's when it is the newer (the agent restarted
+    and /run survived: at most one health interval old), else the energy file's if the agent stopped cleanly, else
+    none. An energy file left by a power cut may be up to ``energy_save_interval`` old, and the energy of that time
+    was written already: counting from it would count it twice, so the counters are re-based instead."""
+    state, saved = _saved_state(settings.state_file), _saved_state(settings.energy_file)
+    if isinstance(state.get("energy"), dict) and float(state.get("time") or 0) >= float(saved.get("time") or 0):
+        return dict(state["energy"])
+    if isinstance(saved.get("energy"), dict) and saved["energy"]:
+        if saved.get("clean"):
+            return dict(saved["energy"])
+        log.warning("%s: left by an unclean stop (power cut?): energy counters re-based, the energy used since "
+                    "then is not counted", settings.energy_file)
+    return {}
+
+
 class Agent:
     def __init__(
         self,
@@ -74,7 +97,9 @@ class Agent:
         )
         self.sinks = [SinkWorker(s, self.spool) for s in settings.sinks]
         self.scheduler = Scheduler(sensors, self._emit)
-        self.energy = EnergyAccounting(settings.energy, _saved_state(settings.state_file).get("energy"))
+        self.energy = EnergyAccounting(settings.energy, _energy_baseline(settings))
+        self._energy_saved: dict[str, float] | None = None  # what energy_file holds, once this run wrote it
+        self._energy_saved_at = 0.0
         # Dropped files go straight to the spool from the inbox's own thread (SQLite connections are per thread).
         self.inbox = Inbox(settings.ingest, append=self.spool.append) if settings.ingest else None
         self.on_readings = on_readings
@@ -259,13 +284,27 @@ class Agent:
         }
 
     def write_state(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(self.state(), default=str, indent=1))
-            tmp.replace(path)
+            _write_json(path, self.state())
         except OSError as exc:
             log.warning("cannot write state file %s: %s", path, exc)
+
+    def save_energy(self, *, clean: bool = False) -> None:
+        """The counters' last values to the energy file (on the data drive, unlike the live state file in /run):
+        when they changed, at most every ``energy_save_interval`` (each write costs the flash a journal commit),
+        and at a clean stop. ``clean`` says the values are the last ones: a power cut leaves ``clean: false``."""
+        now = time.monotonic()
+        last = dict(self.energy.last)
+        if not clean and self._energy_saved is not None and (
+            last == self._energy_saved or now - self._energy_saved_at < self.settings.energy_save_interval
+        ):
+            return
+        try:
+            _write_json(self.settings.energy_file, {"time": time.time(), "clean": clean, "energy": last})
+        except OSError as exc:
+            log.warning("cannot write the energy file %s: %s", self.settings.energy_file, exc)
+            return
+        self._energy_saved, self._energy_saved_at = last, now
 
     async def _housekeeping(self) -> None:
         interval = self.settings.health_interval
@@ -283,6 +322,7 @@ class Agent:
                     with self._lock:
                         self._pending.extend(r.to_line() for r in readings)
                     await asyncio.to_thread(self.write_state, self.settings.state_file)
+                    await asyncio.to_thread(self.save_energy)
                 except Exception:
                     log.exception("health readings failed")
             await asyncio.sleep(min(watchdog or interval, interval, 1.0))
@@ -332,6 +372,7 @@ class Agent:
         except Exception:
             log.exception("final spool trim failed")
         self.write_state(self.settings.state_file)
+        self.save_energy(clean=True)
         self.spool.close()
 
     def run_forever(self) -> int:

@@ -105,7 +105,16 @@ class AgentSettings(_Strict):
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     sinks: list[SinkSettings] = Field(default_factory=lambda: [SinkSettings(name="local")], min_length=1)
     health_interval: float = Field(10.0, ge=1, description="Seconds between the agent's own health readings.")
-    state_file: Path = Field(STATE_DIR / "state.json", description="Live state for `fieldstation sensors`.")
+    state_file: Path = Field(
+        STATE_DIR / "state.json",
+        description="Live state for `fieldstation sensors`, rewritten every health interval: on a station, in /run.",
+    )
+    energy_file: Path = Field(
+        STATE_DIR / "energy.json", description="The energy counters' last values, kept across reboots."
+    )
+    energy_save_interval: float = Field(
+        600.0, ge=1, description="Seconds between writes of energy_file while counters change (and at a clean stop)."
+    )
     energy: EnergySettings = Field(default_factory=EnergySettings, description="Energy counters and tariff table.")
     ingest: IngestSettings | None = Field(None, description="File-drop ingestion: inbox, sources, upload tokens.")
 
