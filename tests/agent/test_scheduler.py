@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
+import signal
+import subprocess
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import pytest
+
+from fieldstation.influxd import LocalInfluxd
 from fieldstation.reading import Reading
 from fieldstation.scheduler import Scheduler
 from fieldstation.sensor import Sensor, SensorError
 from fieldstation.sensors.simulated import Simulated, SimulatedBlocking
+from harness.agent import fieldstation_cmd, start_agent_process, wait_for
+from harness.influx import points, start_influxd
 
 
 def collect(sensors: list[Sensor], seconds: float) -> tuple[dict[str, list[Reading]], Scheduler]:
@@ -151,3 +164,247 @@ def test_ticks_are_anchored_not_drifting() -> None:
 
     got, _ = collect([Slow(name="slow", interval=0.1)], 2.0)
     assert len(got["slow"]) >= 18, len(got["slow"])
+
+
+class Exits(Sensor):
+    """A read that calls sys.exit(), raises an exception that cannot be printed, or returns a broken mapping."""
+
+    how: str
+
+    def read(self) -> object:
+        return _misbehave(self.how)
+
+
+class ExitsAsync(Exits):
+    async def read(self) -> object:  # type: ignore[override]
+        if self.how.endswith("_waiting"):
+            await asyncio.sleep(0.01)  # not inline: the read continues as a Task
+        return _misbehave(self.how.removesuffix("_waiting"))
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no")
+
+
+class BrokenMapping(dict[str, float]):
+    def items(self) -> Any:
+        raise RuntimeError("items() failed")
+
+
+def _misbehave(how: str) -> object:
+    if how == "exit":
+        raise SystemExit(3)
+    if how == "unprintable":
+        raise Unprintable
+    return BrokenMapping(a=1.0)
+
+
+@pytest.mark.parametrize("how", ["exit", "unprintable", "broken_mapping"])
+def test_a_read_raising_anything_or_returning_junk_is_an_error_and_read_again(how: str) -> None:
+    sensors: list[Sensor] = [
+        Exits(name="thread", how=how, interval=0.1),
+        ExitsAsync(name="inline", how=how, interval=0.1),
+        ExitsAsync(name="waiting", how=how + "_waiting", interval=0.1),
+        Simulated(name="good", interval=0.1),
+    ]
+    got, sched = collect(sensors, 1.5)
+    assert len(got["good"]) >= 10
+    for name in ("thread", "inline", "waiting"):
+        st = sched.states[name]
+        # Read again at the normal interval or after a backoff: at least the first, the second and the fourth.
+        assert st.errors >= 3 and st.last_error, (name, st)
+        assert st.state(time.monotonic()) == "failing"
+        assert not got[name]
+
+
+def test_readings_that_cannot_be_stored_are_an_error_not_a_lost_sensor() -> None:
+    calls = 0
+
+    def emit(readings: list[Reading]) -> None:
+        nonlocal calls
+        calls += 1
+        raise ValueError("spool refused")
+
+    sched = Scheduler([Simulated(name="a", interval=0.1), SimulatedBlocking(name="b", interval=0.1)], emit)
+    with sched.running():
+        time.sleep(1.0)
+    assert calls >= 16
+    for st in sched.states.values():
+        assert st.errors >= 8 and st.last_error == "readings not stored: ValueError: spool refused"
+        assert st.last_ok is None
+
+
+# -- hostile returns, against the real agent process (issue 16) -------------------------------------------------
+
+#: What a custom sensor's read() returns, by kind; the limits are in reading.py. Each value is built once, at import,
+#: so that the agent's handling of it is measured, not the driver building it.
+HOSTILE_CONFIG = """
+import asyncio
+from fieldstation.sensor import Sensor
+
+HUGE = {f"f{i}": float(i) for i in range(100_000)}
+RETURNS = {
+    "int_key": {1: 2.0},
+    "overflow": 10**400,
+    "empty": {},
+    "empty_name": {"": 1.0},
+    "huge": HUGE,
+    "text_26mb": {"note": "x" * 26_000_000},
+    "mixed": {"": 1.0, "good": 1.0},
+}
+
+class Hostile(Sensor):
+    kind: str
+    async def read(self):
+        return RETURNS[self.kind]
+
+class HostileBlocking(Sensor):
+    kind: str
+    def read(self):
+        return RETURNS[self.kind]
+
+class Healthy(Sensor):
+    async def read(self):
+        await asyncio.sleep(0)
+        return 1.0
+
+class HealthyBlocking(Sensor):
+    def read(self):
+        return 1.0
+
+healthy = [Healthy(name="{p}async", interval=0.1, measurement="healthy"),
+           HealthyBlocking(name="{p}thread", interval=0.1, measurement="healthy")]
+hostile = [cls(name=f"{kind}_{how}", kind=kind, interval=0.2, measurement="hostile")
+           for kind in RETURNS for how, cls in (("async", Hostile), ("thread", HostileBlocking))]
+# At the limits, not over them: stored whole, and processed without holding up the healthy sensors.
+LARGE = {"many": {f"f{i}": float(i) for i in range(1000)}, "text": {f"t{i}": "y" * 65536 for i in range(8)}}
+class Large(Sensor):
+    kind: str
+    async def read(self):
+        return LARGE[self.kind]
+class LargeBlocking(Sensor):
+    kind: str
+    def read(self):
+        return LARGE[self.kind]
+large = [cls(name=f"large_{kind}_{how}", kind=kind, interval=0.2 if kind == "many" else 1.0, measurement="large")
+         for kind in LARGE for how, cls in (("async", Large), ("thread", LargeBlocking))]
+sensors = healthy + (hostile + large if {with_hostile} else [])
+"""
+
+#: The one log line each kind gives, in part.
+HOSTILE_PROBLEMS = {
+    "int_key": "field name 1 is int, not a string",
+    "overflow": "beyond a float",
+    "empty": "read() returned no fields",
+    "empty_name": "field name '' is empty",
+    "huge": "read() returned 100000 fields, more than the limit of 1000",
+    "text_26mb": "is a string of over 65536 bytes",
+    "mixed": "field name '' is empty",
+}
+
+
+def _agent_dir(root: Path, influx_url: str, *, prefix: str, with_hostile: bool) -> Path:
+    root.mkdir()
+    (root / "config.py").write_text(HOSTILE_CONFIG.replace("{p}", prefix).replace("{with_hostile}", str(with_hostile)))
+    (root / "agent.toml").write_text(
+        f'config = "{root / "config.py"}"\nstate_file = "{root / "state.json"}"\nhealth_interval = 1\n'
+        f'[spool]\npath = "{root / "spool.db"}"\n'
+        f'[[sinks]]\nname = "local"\nurl = "{influx_url}"\n'
+    )
+    return root
+
+
+def _missed_ticks(stamps: list[int], interval: float) -> int:
+    """Ticks without a reading between the first and the last reading."""
+    return sum(max(0, round((b - a) / 1e9 / interval) - 1) for a, b in itertools.pairwise(sorted(stamps)))
+
+
+@dataclass
+class HostileRun:
+    """Two agents run side by side: one with healthy and hostile sensors, a control with the healthy ones only."""
+
+    first: dict[str, Any]  # the hostile agent's sensors in its state file, at the start and at the end
+    last: dict[str, Any]
+    shown: dict[str, str]  # sensor -> state, as `fieldstation sensors` shows it
+    log: str
+    exit_codes: dict[str, int]
+    server: LocalInfluxd
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileRun]:
+    tmp = tmp_path_factory.mktemp("hostile")
+    server = start_influxd(tmp / "influxd")
+    try:
+        hostile = _agent_dir(tmp / "hostile", server.url, prefix="h_", with_hostile=True)
+        control = _agent_dir(tmp / "control", server.url, prefix="c_", with_hostile=False)
+        procs = {d: start_agent_process(d / "agent.toml", d / "agent.log") for d in (hostile, control)}
+        try:
+            wait_for(lambda: all((d / "state.json").exists() for d in procs), 30, "both agents' state files")
+            first = json.loads((hostile / "state.json").read_text())["sensors"]
+            time.sleep(8)  # both agents, side by side on the same machine
+            listing = subprocess.run(
+                fieldstation_cmd("sensors", "--settings", str(hostile / "agent.toml")), capture_output=True, text=True
+            )
+            last = json.loads((hostile / "state.json").read_text())["sensors"]
+        finally:
+            for proc in procs.values():
+                proc.send_signal(signal.SIGTERM)
+            codes = {d.name: proc.wait(30) for d, proc in procs.items()}
+        shown = {row.split()[0]: row.split()[3] for row in listing.stdout.splitlines()[1:]}
+        yield HostileRun(first, last, shown, (hostile / "agent.log").read_text(), codes, server)
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["async", "thread"])
+@pytest.mark.parametrize("kind", list(HOSTILE_PROBLEMS))
+def test_a_hostile_return_is_counted_logged_once_and_the_sensor_read_on(
+    hostile_run: HostileRun, kind: str, how: str
+) -> None:
+    name = f"{kind}_{how}"
+    first, last = hostile_run.first[name], hostile_run.last[name]
+    # Still read: the count grows between two looks. Every read was an error, told in one log line.
+    assert last["reads"] >= first["reads"] + 10, (first, last)
+    assert last["errors"] >= last["reads"] - 1, last
+    assert HOSTILE_PROBLEMS[kind] in (last["last_error"] or ""), last
+    lines = [line for line in hostile_run.log.splitlines() if f"sensor {name}:" in line]
+    assert len(lines) == 1 and HOSTILE_PROBLEMS[kind] in lines[0] and len(lines[0]) < 400, lines
+    # A read with a good field left is stored (ok); one with none is a failing sensor.
+    assert hostile_run.shown[name] == ("ok" if kind == "mixed" else "failing"), hostile_run.shown
+
+
+@pytest.mark.slow
+def test_hostile_returns_reach_neither_influxdb_nor_the_log_as_tracebacks(hostile_run: HostileRun) -> None:
+    assert hostile_run.exit_codes == {"hostile": 0, "control": 0}, hostile_run.log[-3000:]
+    # The sink logs every batch InfluxDB refuses.
+    assert "Traceback" not in hostile_run.log and "refused" not in hostile_run.log, hostile_run.log[-3000:]
+    rows = points(hostile_run.server, "hostile")
+    assert {r["sensor"] for r in rows} == {"mixed_async", "mixed_thread"}, "only the mixed readings' good field"
+    assert all(set(r) - {"time", "sensor", "unit"} == {"good"} for r in rows), rows[:3]
+    field_keys = hostile_run.server.rows('SHOW FIELD KEYS FROM "hostile"', "fieldstation")
+    assert [k["fieldKey"] for k in field_keys] == ["good"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["async", "thread"])
+def test_reads_at_the_limits_are_stored_whole(hostile_run: HostileRun, how: str) -> None:
+    rows = points(hostile_run.server, "large")
+    many = [r for r in rows if r["sensor"] == f"large_many_{how}"]
+    text = [r for r in rows if r["sensor"] == f"large_text_{how}"]
+    assert len(many) >= 20 and len(text) >= 4, (len(many), len(text))
+    assert all(r[f"f{i}"] == float(i) for r in many for i in range(1000))
+    assert all(r[f"t{i}"] == "y" * 65536 for r in text for i in range(8))
+    assert hostile_run.last[f"large_many_{how}"]["errors"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["async", "thread"])
+def test_hostile_returns_leave_the_healthy_sensors_cadence_as_in_the_control(hostile_run: HostileRun, how: str) -> None:
+    healthy = points(hostile_run.server, "healthy")
+    stamps = {p: [int(str(r["time"])) for r in healthy if r["sensor"] == f"{p}{how}"] for p in ("h_", "c_")}
+    assert len(stamps["h_"]) >= 50 and len(stamps["c_"]) >= 50, {p: len(s) for p, s in stamps.items()}
+    missed = {p: _missed_ticks(s, 0.1) for p, s in stamps.items()}
+    assert missed["h_"] <= missed["c_"] + max(3, len(stamps["c_"]) // 20), missed

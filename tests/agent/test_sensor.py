@@ -65,6 +65,64 @@ def test_garbage_and_nan_are_invalid_not_stored() -> None:
     assert not process(s, None, T).readings
 
 
+#: (what read() returned, the problem counted, the fields kept): a bad field is dropped and the rest kept; a read
+#: over a whole-read limit (fields, text) is refused whole (issue 16).
+BAD_RETURNS = [
+    pytest.param({1: 2.0}, "field name 1 is int, not a string", {}, id="non-string-name"),
+    pytest.param(10**400, "beyond a float", {}, id="overflow"),
+    pytest.param({}, "read() returned no fields", {}, id="no-fields"),
+    pytest.param([], "read() returned no fields", {}, id="no-readings"),
+    pytest.param({"": 1.0, "ok": 2.0}, "field name '' is empty", {"ok": 2.0}, id="empty-name"),
+    pytest.param({"time": 1.0}, "field name 'time' is reserved by InfluxDB", {}, id="time"),
+    pytest.param({"a\nb": 1.0}, "field name 'a\\nb' contains a backslash or a control character", {}, id="newline"),
+    pytest.param({"a\\": 1.0}, "contains a backslash", {}, id="backslash"),
+    pytest.param({"\ud800": 1.0}, "is not valid Unicode text", {}, id="surrogate"),
+    pytest.param({"n" * 256: 1.0}, "is longer than 255 characters", {}, id="long-name"),
+    pytest.param({"a": math.inf, "b": 1.0}, "field 'a' is inf", {"b": 1.0}, id="inf"),
+    pytest.param({"a": [1]}, "field 'a' is list, not a number", {}, id="list-value"),
+    pytest.param({"s": "x" * 65537}, "field 's' is a string of over 65536 bytes", {}, id="long-string"),
+    pytest.param({"s": "é" * 40000}, "(80000 bytes)", {}, id="long-utf8-string"),
+    pytest.param({"s": "x" * 26_000_000}, "field 's' is a string of over 65536 bytes", {}, id="26MB-string"),
+    pytest.param({f"f{i}": 1.0 for i in range(100_000)}, "more than the limit of 1000", {}, id="100000-fields"),
+    pytest.param({f"s{i}": "x" * 65536 for i in range(17)}, "over 1048576 bytes of text", {}, id="over-1MiB-text"),
+]
+
+
+@pytest.mark.parametrize(("raw", "problem", "kept"), BAD_RETURNS)
+def test_what_cannot_be_stored_is_dropped_and_counted(raw: object, problem: str, kept: dict[str, float]) -> None:
+    out = process(Thermo(name="t"), raw, T)
+    assert out.invalid and problem in out.invalid[0], out.invalid
+    assert [r.fields for r in out.readings] == ([kept] if kept else [])
+    for r in out.readings:
+        r.to_line()  # what is kept encodes
+
+
+def test_reads_at_the_limits_are_kept_whole() -> None:
+    many = process(Thermo(name="t"), {f"f{i}": float(i) for i in range(1000)}, T)
+    text = process(Thermo(name="t"), {f"s{i}": "x" * 65536 for i in range(16)}, T)
+    assert not many.invalid and len(many.readings[0].fields) == 1000
+    assert not text.invalid and len(text.readings[0].fields) == 16
+
+
+def test_a_conversion_overflowing_drops_the_field() -> None:
+    s = Thermo(name="t", conversion=PowerOfTen(b=1.0))
+    assert process(s, {"p": 1e6, "q": 1.0}, T).invalid == ["field 'p' is 1000000.0, beyond a float"]
+
+
+def test_drivers_own_readings_are_checked_like_any_other() -> None:
+    s = Thermo(name="ups")
+    out = process(
+        s, [Reading("ups", {"a": math.nan, "b": 1 << 63, "ok": 1}, {}, T), Reading("ups", {"": 1.0}, {}, T)], T
+    )
+    assert [r.fields for r in out.readings] == [{"ok": 1}]
+    assert out.invalid == [
+        "field 'a' is nan",
+        "field 'b' is 9223372036854775808, beyond a 64-bit integer",
+        "field name '' is empty",
+    ]
+    assert out.summary() == "field 'a' is nan (and 2 more fields)"
+
+
 def test_drivers_may_return_full_readings() -> None:
     s = Thermo(name="ups", unit={"charge": "%"})
     (r,) = process(s, [Reading("ups", {"charge": 80.0}, {}, T)], T).readings
