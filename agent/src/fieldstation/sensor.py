@@ -10,6 +10,10 @@ precision, tags), schedules the calls, buffers and writes. Drivers never talk to
 - a mapping of field name to number, bool or string: one device, many fields;
 - a :class:`~fieldstation.reading.Reading` or a list of them, for drivers that need full control.
 
+Whatever it returns is checked against the limits of :mod:`fieldstation.reading` (field names, finite values,
+bounded strings, fields and text per read) by :func:`process`: a bad field is dropped and the rest kept, a read over
+a whole-read limit is refused; the scheduler counts either as an error of the sensor.
+
 ``read`` may be ``async def``; otherwise it runs in a worker thread (one per bus, see :attr:`Sensor.bus`).
 Drivers raise :class:`SensorError` (or any exception) on failure; the scheduler logs it once, counts it and
 reconnects with backoff.
