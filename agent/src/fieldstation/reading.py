@@ -51,7 +51,6 @@ def _is_text(name: str) -> bool:
 #: is line protocol's escape and would change the key; ``time`` InfluxDB refuses (the whole batch answered 400).
 _NAME_RULES: tuple[tuple[Callable[[str], bool], str], ...] = (
     (lambda n: not n, "is empty"),
-    (lambda n: len(n) > MAX_FIELD_NAME, f"is longer than {MAX_FIELD_NAME} characters"),
     (lambda n: n in RESERVED_FIELD_NAMES, "is reserved by InfluxDB"),
     (lambda n: not _is_text(n), "is not valid Unicode text"),
     (lambda n: "\\" in n or not n.isprintable(), "contains a backslash or a control character"),
@@ -62,6 +61,14 @@ def name_problem(name: object) -> str | None:
     """Why ``name`` cannot be a field name in line protocol, or None."""
     if not isinstance(name, str):
         return f"field name {short(name)} is {type(name).__name__}, not a string"
+    if len(name) > MAX_FIELD_NAME:  # not cached: it may be huge
+        return f"field name {short(name)} is longer than {MAX_FIELD_NAME} characters"
+    return _str_name_problem(name)
+
+
+@functools.lru_cache(maxsize=8192)
+def _str_name_problem(name: str) -> str | None:
+    """Cached: the same field names come back on every read."""
     for broken, what in _NAME_RULES:
         if broken(name):
             return f"field name {short(name)} {what}"
