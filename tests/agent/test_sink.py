@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
+import logging
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -51,14 +56,19 @@ def test_points_arrive_with_values_tags_and_ns_timestamps(influxd: LocalInfluxd,
     ]
 
 
-def test_a_batch_the_server_refuses_is_skipped_and_counted(influxd: LocalInfluxd, worker: Maker) -> None:
+def test_a_refused_batch_is_split_down_to_the_point_which_alone_is_dropped_and_counted(
+    influxd: LocalInfluxd, worker: Maker, caplog: pytest.LogCaptureFixture
+) -> None:
     w, spool = worker(SinkSettings(name="local", url=influxd.url))
     spool.append(["m,sensor=a value=1.0 1", "this is not line protocol", "m,sensor=a value=2.0 2"])
-    assert w.drain_once() == 3
-    assert w.state.rejected_batches == 1
+    with caplog.at_level(logging.ERROR, "fieldstation.sink"):
+        assert w.drain_once() == 3
+    assert w.state.rejected_batches >= 1
+    assert (w.state.dropped_points, w.state.points_written) == (1, 2)
     assert spool.backlog("local").depth == 0
-    # InfluxDB 1.x keeps the parsable points of a partially refused batch.
     assert [r["value"] for r in influxd.rows("SELECT * FROM m", "fieldstation")] == [1.0, 2.0]
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "sink local: dropped a point of this" in line and "400" in line and "unable to parse" in line
 
 
 def test_an_unknown_database_is_retried_not_skipped(influxd: LocalInfluxd, worker: Maker) -> None:
@@ -139,3 +149,121 @@ def test_a_route_can_name_another_database(influxd: LocalInfluxd) -> None:
             writer.write("\n".join(group).encode(), rp, db)
     assert [r["sensor"] for r in influxd.rows('SELECT * FROM "m"', "client_acme")] == ["a"]
     assert [r["sensor"] for r in influxd.rows('SELECT * FROM "m"', "fieldstation")] == ["b"]
+
+
+def drain_all(w: SinkWorker, within: float) -> int:
+    """Drain until nothing is pending; the points dealt with. Bounded: fails if it takes longer than ``within``."""
+    deadline = time.monotonic() + within
+    total = 0
+    while n := w.drain_once():
+        total += n
+        assert time.monotonic() < deadline, f"still draining after {within} s"
+    return total
+
+
+def test_a_26_mb_point_among_1000_good_ones_is_dropped_alone_and_the_rest_delivered(
+    influxd: LocalInfluxd, worker: Maker, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 26 MB: over InfluxDB's default max-body-size (25 MB), which it answers by closing the connection.
+    w, spool = worker(SinkSettings(name="local", url=influxd.url))
+    good = [f"m,sensor=s{i % 7} value={i} {T + i}" for i in range(1000)]
+    huge = f'm,sensor=huge text="{"x" * 26_000_000}" {T + 500}'
+    spool.append([*good[:500], huge, *good[500:]])
+    with caplog.at_level(logging.ERROR, "fieldstation.sink"):
+        assert drain_all(w, 120) == 1001
+    assert w.state.dropped_points == 1 and w.state.points_written == 1000
+    assert spool.backlog("local").depth == 0
+    rows = influxd.rows("SELECT value FROM m", "fieldstation")
+    assert [(r["time"], r["value"]) for r in rows] == [(T + i, float(i)) for i in range(1000)]
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"sink local: dropped a point of m (sensor huge) ({len(huge)} bytes)") and len(line) < 600
+
+
+def test_a_point_with_an_empty_field_name_spooled_raw_is_dropped_and_the_rest_delivered(
+    influxd: LocalInfluxd, worker: Maker
+) -> None:
+    w, spool = worker(SinkSettings(name="local", url=influxd.url, batch_size=100))
+    good = [f"m,sensor=a value={i} {T + i}" for i in range(250)]
+    spool.append([*good[:120], f"m,sensor=empty =1.0 {T + 120}", *good[120:]])  # what {"": 1.0} encodes to
+    assert drain_all(w, 60) == 251
+    assert w.state.dropped_points == 1
+    assert spool.cursor("local") == spool.append([]) and spool.backlog("local").depth == 0
+    assert [r["value"] for r in influxd.rows("SELECT value FROM m", "fieldstation")] == [float(i) for i in range(250)]
+
+
+class Hostile(http.server.BaseHTTPRequestHandler):
+    """Answers 413 (garbage) for a body over 2000 bytes, 400 (garbage) for one holding "bad", else 204."""
+
+    received: list[bytes]
+
+    def do_POST(self) -> None:  # http.server's names
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        status = 413 if len(body) > 2000 else 400 if b"bad" in body else 204
+        if status == 204:
+            self.received.extend(body.split(b"\n"))
+        self.send_response(status)
+        junk = b"" if status == 204 else b"\x00\xff<html>nope</html>\x1b[2J"
+        self.send_header("Content-Length", str(len(junk)))
+        self.end_headers()
+        self.wfile.write(junk)
+
+    def do_GET(self) -> None:
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def hostile_server() -> Iterator[tuple[str, list[bytes]]]:
+    received: list[bytes] = []
+    handler = type("Handler", (Hostile,), {"received": received})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_hostile_server_refusing_points_gets_them_split_dropped_and_logged_once_each(
+    worker: Maker, caplog: pytest.LogCaptureFixture
+) -> None:
+    with hostile_server() as (url, received):
+        w, spool = worker(SinkSettings(name="hostile", url=url, flush_interval=0.1))
+        lines = [f"m,sensor={'bad' if i in (3, 77) else 'ok'}{i} value={i} {T + i}" for i in range(200)]
+        spool.append(lines)
+        with caplog.at_level(logging.INFO, "fieldstation.sink"):
+            w.start()
+            deadline = time.monotonic() + 60
+            while spool.backlog("hostile").depth and time.monotonic() < deadline:
+                time.sleep(0.1)
+            w.stop()
+    assert spool.backlog("hostile").depth == 0
+    assert received == [line.encode() for i, line in enumerate(lines) if i not in (3, 77)]  # in order, once
+    assert w.state.dropped_points == 2 and w.state.rejected_batches >= 2 and w.state.write_failures == 0
+    dropped = [r for r in caplog.records if "dropped a point" in r.getMessage()]
+    assert [r.getMessage().split(" (")[0] for r in dropped] == ["sink hostile: dropped a point of m"] * 2
+    assert ["bad3" in dropped[0].getMessage(), "bad77" in dropped[1].getMessage()] == [True, True]
+    assert all("400: " in r.getMessage() for r in dropped)
+    assert all(r.exc_info is None for r in caplog.records) and len(caplog.records) == 2
+
+
+def test_a_probe_answering_again_cuts_the_backoff_short(influxd: LocalInfluxd, worker: Maker) -> None:
+    w, _ = worker(SinkSettings(name="local", url=influxd.url))
+    influxd.stop()
+    started = time.monotonic()
+    threading.Timer(2.0, influxd.start).start()
+    assert w._wait_or_probe(60, server_down=True)  # a 60 s backoff, cut short by /ping
+    assert w.state.probe_recoveries == 1 and time.monotonic() - started < 60
+    assert influxd.ping()
+
+
+def test_a_server_that_answers_ping_while_writes_fail_waits_out_the_backoff(worker: Maker) -> None:
+    with hostile_server() as (url, _):
+        w, _spool = worker(SinkSettings(name="hostile", url=url))
+        assert not w._wait_or_probe(1.5, server_down=False)
+    assert w.state.probe_recoveries == 0

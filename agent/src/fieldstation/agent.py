@@ -226,6 +226,8 @@ class Agent:
                 "points_written": s.points_written,
                 "write_failures": s.write_failures,
                 "rejected_batches": s.rejected_batches,
+                "dropped_points": s.dropped_points,
+                "probe_recoveries": s.probe_recoveries,
             }
             out.append(Reading("fieldstation_sink", dict(fields), {**tags, "unit": "count"}, t))
         out.append(
@@ -276,6 +278,7 @@ class Agent:
                     "last_success": s.state.last_success,
                     "last_error": s.state.last_error,
                     "write_failures": s.state.write_failures,
+                    "dropped_points": s.state.dropped_points,
                 }
                 for s in self.sinks
             },

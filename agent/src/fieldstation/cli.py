@@ -228,6 +228,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "oldest_unsent_age_s": round(b.oldest_age_s, 3),
                 "last_success": b.last_success_ns / 1e9 if b.last_success_ns else None,
                 "last_error": live.get("last_error"),
+                # Points the server refused and the sink dropped, this run (from the live state).
+                "dropped_points": live.get("dropped_points", 0),
             }
         )
     used, dropped = spool.used_bytes(), spool.counter("dropped")
@@ -242,10 +244,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"spool {settings.spool.path}: {used / 1e6:.1f} MB, {dropped} points dropped over the disk budget")
-    print(f"{'sink':<12} {'depth':>8} {'oldest unsent':>14}  {'last successful write':<22} error")
+    print(f"{'sink':<12} {'depth':>8} {'oldest unsent':>14} {'refused':>8}  {'last successful write':<22} error")
     for r in rows:
         last = datetime.fromtimestamp(r["last_success"]).isoformat(" ", "seconds") if r["last_success"] else "never"
-        print(f"{r['sink']:<12} {r['depth']:>8} {r['oldest_unsent_age_s']:>13.1f}s  {last:<22} {r['last_error'] or ''}")
+        print(
+            f"{r['sink']:<12} {r['depth']:>8} {r['oldest_unsent_age_s']:>13.1f}s {r['dropped_points']:>8}  {last:<22} "
+            f"{r['last_error'] or ''}"
+        )
     return 0
 
 
