@@ -97,6 +97,16 @@ def test_what_cannot_be_stored_is_dropped_and_counted(raw: object, problem: str,
         r.to_line()  # what is kept encodes
 
 
+class Understated(dict[str, float]):
+    def __len__(self) -> int:
+        return 1
+
+
+def test_a_mapping_understating_its_length_is_still_bounded() -> None:
+    out = process(Thermo(name="t"), Understated({f"f{i}": 1.0 for i in range(5000)}), T)
+    assert out.invalid == ["read() returned more than 1000 fields, the limit per read"] and not out.readings
+
+
 def test_reads_at_the_limits_are_kept_whole() -> None:
     many = process(Thermo(name="t"), {f"f{i}": float(i) for i in range(1000)}, T)
     text = process(Thermo(name="t"), {f"s{i}": "x" * 65536 for i in range(16)}, T)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import itertools
 import math
 import sys
 from collections.abc import Collection, Iterable, Mapping
@@ -500,7 +501,10 @@ def _from_mapping(sensor: Sensor, raw: Mapping[Any, Any], time_ns: int, out: Pro
     by_unit: dict[str, dict[str, FieldValue]] = {}
     flagged_units: set[str] = set()
     text = _Text()
-    for name, value in raw.items():
+    items = list(itertools.islice(raw.items(), MAX_FIELDS + 1))  # a mapping's len() may understate
+    if len(items) > MAX_FIELDS:
+        raise _Refused(f"read() returned more than {MAX_FIELDS} fields, the limit per read")
+    for name, value in items:
         problem = name_problem(name)
         if problem is not None:
             out.invalid.append(problem)
