@@ -329,6 +329,7 @@ class HostileRun:
     shown: dict[str, str]  # sensor -> state, as `fieldstation sensors` shows it
     log: str
     exit_codes: dict[str, int]
+    sinks: dict[str, Any]  # the hostile agent's sinks in its state file, after it stopped
     server: LocalInfluxd
 
 
@@ -353,7 +354,8 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileRun
                 proc.send_signal(signal.SIGTERM)
             codes = {d.name: proc.wait(30) for d, proc in procs.items()}
         shown = {row.split()[0]: row.split()[3] for row in listing.stdout.splitlines()[1:]}
-        yield HostileRun(first, last, shown, (hostile / "agent.log").read_text(), codes, server)
+        sinks = json.loads((hostile / "state.json").read_text())["sinks"]
+        yield HostileRun(first, last, shown, (hostile / "agent.log").read_text(), codes, sinks, server)
     finally:
         server.stop()
 
@@ -379,8 +381,10 @@ def test_a_hostile_return_is_counted_logged_once_and_the_sensor_read_on(
 @pytest.mark.slow
 def test_hostile_returns_reach_neither_influxdb_nor_the_log_as_tracebacks(hostile_run: HostileRun) -> None:
     assert hostile_run.exit_codes == {"hostile": 0, "control": 0}, hostile_run.log[-3000:]
-    # The sink logs every batch InfluxDB refuses.
-    assert "Traceback" not in hostile_run.log and "refused" not in hostile_run.log, hostile_run.log[-3000:]
+    # InfluxDB refused nothing: the sink logs and counts what it refuses.
+    assert "Traceback" not in hostile_run.log and "refuse" not in hostile_run.log, hostile_run.log[-3000:]
+    local = hostile_run.sinks["local"]
+    assert local["write_failures"] == 0 and local.get("dropped_points", 0) == 0 and not local["last_error"], local
     rows = points(hostile_run.server, "hostile")
     assert {r["sensor"] for r in rows} == {"mixed_async", "mixed_thread"}, "only the mixed readings' good field"
     assert all(set(r) - {"time", "sensor", "unit"} == {"good"} for r in rows), rows[:3]
