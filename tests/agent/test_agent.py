@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import signal
 import socket
@@ -18,6 +19,8 @@ from fieldstation.influxd import LocalInfluxd, free_port
 from fieldstation.reading import Reading
 from fieldstation.sensors.simulated import Simulated
 from fieldstation.settings import SinkSettings, SpoolSettings
+from fieldstation.sink import BACKOFF_MAX
+from fieldstation.spool import Spool
 from harness.agent import (
     fieldstation_cmd,
     key_of_line,
@@ -271,3 +274,81 @@ def test_a_full_drive_keeps_the_newest_readings_up_to_the_bound_and_counts_the_r
         assert spooled_lines(fs.mount / "spool.db") == ["m,sensor=first value=0 1"] + [
             r.to_line() for r in readings[2000:]
         ]
+
+
+def test_points_the_server_can_never_accept_are_dropped_and_counted_and_the_agent_process_keeps_delivering(
+    influxd: LocalInfluxd, tmp_path: Path
+) -> None:
+    (tmp_path / "config.py").write_text(
+        "from fieldstation.sensors.simulated import Simulated\nsensors = [Simulated(name='t', interval=0.1)]\n"
+    )
+    (tmp_path / "agent.toml").write_text(
+        f'config = "{tmp_path / "config.py"}"\nstate_file = "{tmp_path / "state.json"}"\nhealth_interval = 1\n'
+        f'[spool]\npath = "{tmp_path / "spool.db"}"\n'
+        f'[[sinks]]\nname = "local"\nurl = "{influxd.url}"\n'
+    )
+    log = tmp_path / "agent.log"
+    proc = start_agent_process(tmp_path / "agent.toml", log)
+    try:
+        wait_for(lambda: len(stored(influxd)) >= 10, 30, "the agent to store readings")
+        # Straight into the spool, past the validation readings get where they are made: a 26 MB string (over
+        # InfluxDB's 25 MB request limit) and an empty field name (what {"": 1.0} encodes to), among good points.
+        t = time.time_ns()
+        raw = [
+            f"simulated,sensor=before value=1 {t}",
+            f'simulated,sensor=huge text="{"x" * 26_000_000}" {t}',
+            f"simulated,sensor=empty =1.0 {t}",
+            f"simulated,sensor=after value=2 {t}",
+        ]
+        spool = Spool(tmp_path / "spool.db", sinks=["local"])
+        spool.append(raw)
+        spool.close()
+        injected = time.time_ns()
+        wait_for(lambda: {("before", t), ("after", t)} <= set(stored(influxd)), 60, "the good points around them")
+        # The sensor's readings keep arriving past the refused points.
+        wait_for(lambda: any(ts > injected + 2 * 10**9 for s, ts in stored(influxd) if s == "t"), 30, "new readings")
+        status = subprocess.run(
+            fieldstation_cmd("status", "--settings", str(tmp_path / "agent.toml"), "--json"),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        (row,) = json.loads(status.stdout)["sinks"]
+        assert row["dropped_points"] == 2 and row["depth"] < 100
+        counted = 'SELECT last("dropped_points") FROM "fieldstation_sink"'
+        wait_for(lambda: influxd.rows(counted, "fieldstation")[0]["last"] == 2, 30, "the health reading to count both")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    dropped = [line for line in text.splitlines() if "dropped a point" in line]
+    assert len(dropped) == 2, dropped
+    assert "of simulated (sensor huge)" in dropped[0] and "of simulated (sensor empty)" in dropped[1]
+    assert all(len(line) < 800 for line in dropped)
+    assert "Traceback" not in text
+    assert not any(s in ("huge", "empty") for s, _ in stored(influxd))
+
+
+def test_after_an_outage_past_the_backoff_cap_delivery_resumes_once_ping_answers(
+    influxd: LocalInfluxd, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, "fieldstation.sink"), running_agent(
+        settings_for(tmp_path, {"local": influxd.url}), sensors()
+    ) as (agent, emitted):
+        wait_for(lambda: len(stored(influxd)) >= 10, 20, "first points stored")
+        influxd.stop()
+        time.sleep(BACKOFF_MAX + 5)  # the sink's backoff has reached its cap
+        assert agent.spool.backlog("local").depth > 0
+        influxd.start()  # returns once /ping answers
+        restarted = time.time()
+        wait_for(lambda: caught_up(agent, "local"), 60, "the backlog to drain")
+        assert agent.sinks[0].state.probe_recoveries >= 1
+    messages = [(r.created, r.getMessage()) for r in caplog.records]
+    probed = [when for when, m in messages if "answers /ping again: retrying now" in m]
+    assert probed
+    again = [when for when, m in messages if m == "sink local: writing again" and when >= probed[0]]
+    assert again
+    # The retry followed the probe, not the backoff (which had up to 30 s to run): a bound for a slow machine.
+    assert again[0] - restarted < 10
+    keys = sorted((r.tags["sensor"], r.time_ns) for r in emitted)
+    assert stored(influxd) == keys  # every reading exactly once
