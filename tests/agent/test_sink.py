@@ -235,6 +235,7 @@ def test_a_hostile_server_refusing_points_gets_them_split_dropped_and_logged_onc
     with hostile_server() as (url, received):
         w, spool = worker(SinkSettings(name="hostile", url=url, flush_interval=0.1))
         lines = [f"m,sensor={'bad' if i in (3, 77) else 'ok'}{i} value={i} {T + i}" for i in range(200)]
+        lines[150] = f'm,sensor=long text="{"x" * 3000}" {T + 150}'  # 413 even alone
         spool.append(lines)
         with caplog.at_level(logging.INFO, "fieldstation.sink"):
             w.start()
@@ -243,13 +244,13 @@ def test_a_hostile_server_refusing_points_gets_them_split_dropped_and_logged_onc
                 time.sleep(0.1)
             w.stop()
     assert spool.backlog("hostile").depth == 0
-    assert received == [line.encode() for i, line in enumerate(lines) if i not in (3, 77)]  # in order, once
-    assert w.state.dropped_points == 2 and w.state.rejected_batches >= 2 and w.state.write_failures == 0
-    dropped = [r for r in caplog.records if "dropped a point" in r.getMessage()]
-    assert [r.getMessage().split(" (")[0] for r in dropped] == ["sink hostile: dropped a point of m"] * 2
-    assert ["bad3" in dropped[0].getMessage(), "bad77" in dropped[1].getMessage()] == [True, True]
-    assert all("400: " in r.getMessage() for r in dropped)
-    assert all(r.exc_info is None for r in caplog.records) and len(caplog.records) == 2
+    assert received == [line.encode() for i, line in enumerate(lines) if i not in (3, 77, 150)]  # in order, once
+    assert w.state.dropped_points == 3 and w.state.rejected_batches >= 3 and w.state.write_failures == 0
+    dropped = [r.getMessage() for r in caplog.records if "dropped a point" in r.getMessage()]
+    assert [m.split(" (")[0] for m in dropped] == ["sink hostile: dropped a point of m"] * 3
+    assert ["(sensor bad3)" in dropped[0], "(sensor bad77)" in dropped[1], "(sensor long)" in dropped[2]] == [True] * 3
+    assert ["400: " in dropped[0], "400: " in dropped[1], "413: " in dropped[2]] == [True] * 3
+    assert all(r.exc_info is None for r in caplog.records) and len(caplog.records) == 3
 
 
 def test_a_probe_answering_again_cuts_the_backoff_short(influxd: LocalInfluxd, worker: Maker) -> None:
