@@ -482,6 +482,11 @@ def _stamp(root: Path, name: str) -> Path:
     return root / STATE_DIR / f"{name}.done"
 
 
+def done_stamp(root: Path) -> Path:
+    """Where a finished first boot leaves its stamp (the image's held services assert it; doctor reads it)."""
+    return _stamp(root, "firstboot")
+
+
 def cmd_firstboot(args: argparse.Namespace) -> int:
     root: Path = args.root
     boot: Path = args.boot

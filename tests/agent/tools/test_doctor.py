@@ -45,6 +45,8 @@ def station(tmp_path: Path) -> dict[str, Path]:
     }
 
 
+HINTS = {name: hint for name, _, hint in doctor.CHECKS}
+
 def _doctor(
     server: LocalInfluxd,
     station: dict[str, Path],
@@ -118,7 +120,7 @@ def test_no_backup_yet_warns_and_broken_provisioning_fails(
     board.write_text("{ not json")
     _rc, r = _doctor(influxd, station, capsys)
     assert r["backup"] == {
-        "name": "backup", "status": "WARN", "detail": "no backup recorded yet", "hint": doctor.CHECKS[9][2]
+        "name": "backup", "status": "WARN", "detail": "no backup recorded yet", "hint": HINTS["backup"]
     }  # fmt: skip
     assert r["stale-sensors"]["status"] == "WARN"  # no health readings at all
     assert r["provisioning"]["status"] == "FAIL"
@@ -292,3 +294,18 @@ def test_nut_answers_or_fails(upsd: Any) -> None:
         doctor.check_nut(doctor.Inputs(nut=[("127.0.0.1", upsd.port, "dummy")]))[0]
         == "FAIL"
     )
+
+
+def test_a_first_boot_that_did_not_finish_fails_and_a_station_without_the_image_skips(tmp_path: Path) -> None:
+    inp = doctor.Inputs(root=tmp_path)
+    assert doctor.check_firstboot(inp) == ("SKIP", "not set up from the image (no first boot)")
+    hold = tmp_path / doctor.FIRSTBOOT_HOLD
+    hold.parent.mkdir(parents=True)
+    hold.write_text("[Unit]\nAssertPathExists=/var/lib/fieldstation-firstboot/firstboot.done\n")
+    status, detail = doctor.check_firstboot(inp)
+    assert status == "FAIL" and "first boot has not finished" in detail
+    assert str(tmp_path / "var/lib/fieldstation-firstboot/firstboot.done") in detail
+    stamp = tmp_path / "var/lib/fieldstation-firstboot/firstboot.done"
+    stamp.parent.mkdir(parents=True)
+    stamp.write_text("")
+    assert doctor.check_firstboot(inp)[0] == "OK"

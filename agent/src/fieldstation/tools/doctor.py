@@ -332,6 +332,21 @@ def check_nut(inp: Inputs) -> tuple[str, str]:
     return OK, "; ".join(notes)
 
 
+#: What the firstboot role leaves in an image: the services it holds until first boot has made the secrets.
+FIRSTBOOT_HOLD = Path("etc/systemd/system/fieldstation-agent.service.d/fieldstation-firstboot.conf")
+
+
+def check_firstboot(inp: Inputs) -> tuple[str, str]:
+    from fieldstation.firstboot import done_stamp  # only this check needs it
+
+    if not (inp.root / FIRSTBOOT_HOLD).exists():
+        return SKIP, "not set up from the image (no first boot)"
+    stamp = done_stamp(inp.root)
+    if not stamp.exists():
+        return FAIL, f"first boot has not finished: the database, Grafana and the agent wait for it (no {stamp})"
+    return OK, "done: the image's placeholder secrets are replaced"
+
+
 def check_agent(inp: Inputs) -> tuple[str, str]:
     systemctl = shutil.which("systemctl")
     if systemctl and Path("/run/systemd/system").is_dir():
@@ -432,6 +447,7 @@ def check_power(inp: Inputs) -> tuple[str, str]:
 
 #: name, check, hint shown when it is not OK.
 CHECKS: list[tuple[str, Check, str]] = [
+    ("first-boot", check_firstboot, "journalctl -b -u fieldstation-firstboot; fix fieldstation.txt, then reboot"),
     ("drives", check_drives, "mount the data drive (journalctl -b -u srv-data.mount) or free space on it"),
     ("sd-writes", check_sd_writes, "something writes to the SD card: keep logs and data on the data drive"),
     ("influxdb", check_influx, "systemctl status influxdb; check the sink's url and credentials in agent.toml"),
