@@ -234,6 +234,9 @@ class SinkWorker:
 
     def _chunks(self, lines: list[str]) -> Iterator[list[str]]:
         """Consecutive runs of at most ``batch_size`` points and ``_max_body`` bytes; a bigger point alone."""
+        if len(lines) <= self._batch and sum(map(len, lines)) + len(lines) <= self._max_body:
+            yield lines  # the usual case, without a loop in Python over every line
+            return
         chunk: list[str] = []
         size = 0
         for line in lines:
