@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -311,3 +312,32 @@ def test_run_refuses_a_config_that_loops_at_import_in_one_line(tmp_path: Path) -
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"fieldstation: {config}:") and "still running after 20 s while being loaded" in line
+
+
+#: What `fieldstation --help` must not import: it runs no command, so it needs no model, event loop, HTTP or SQLite
+#: (issue 19: startup is felt on a Pi 3; bench/startup_bench.py prints the CPU it costs).
+HEAVY_FOR_HELP = ("pydantic", "fieldstation.sensor", "fieldstation.settings", "asyncio", "sqlite3", "urllib.request")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["check", "--help"], ["once", "--help"], ["backup", "--help"]])
+def test_help_imports_no_pydantic_or_other_heavy_module(argv: list[str]) -> None:
+    probe = (
+        "import sys\nfrom fieldstation.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'fieldstation', 'asyncio',"
+        " 'sqlite3', 'urllib'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    loaded = set(result.stdout.splitlines()[-1].split())
+    assert "fieldstation.cli" in loaded  # the probe ran the real CLI
+    assert not {m for m in loaded if m in HEAVY_FOR_HELP or m.startswith("pydantic.")}
+
+
+def test_a_config_error_from_a_lazily_imported_module_is_still_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.py"
+    config.write_text("from fieldstation.sensors.simulated import Simulated\nsensors = [Simulated(name='t', bogus=1)]\n")
+    result = run("check", str(config))
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"fieldstation: {config}:2:")

@@ -6,7 +6,6 @@ Every user mistake ends in one line on stderr and exit code 2; tracebacks only w
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import importlib
 import json
@@ -19,16 +18,19 @@ import traceback
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fieldstation import __version__
-from fieldstation.influx_setup import DEFAULT_SETUP
-from fieldstation.influxql import InfluxError
-from fieldstation.loader import DEFAULT_CONFIG, ConfigError, load_sensors, threads_left_running
-from fieldstation.reading import Reading
-from fieldstation.sensor import Sensor
-from fieldstation.settings import AgentSettings, load_settings
-from fieldstation.spool import SpoolError
+from fieldstation.errors import ConfigError
+from fieldstation.paths import DEFAULT_CONFIG, DEFAULT_SETUP
+
+if TYPE_CHECKING:
+    from fieldstation.reading import Reading
+    from fieldstation.sensor import Sensor
+    from fieldstation.settings import AgentSettings
+
+# Each command imports what it uses, in its body: `--help` and `check` must not pay for pydantic models, asyncio
+# or HTTP they never touch (a Pi 3 feels every 100 ms; bench/startup_bench.py).
 
 FEATURE_COMMANDS: tuple[str, ...] = ("fieldstation.tools.cli", "fieldstation.backup.cli", "fieldstation.firstboot")
 EXIT_USAGE = 2
@@ -40,6 +42,8 @@ def _setup_logging(level: str) -> None:
 
 
 def _settings(args: argparse.Namespace) -> AgentSettings:
+    from fieldstation.settings import load_settings
+
     settings = load_settings(args.settings)
     if getattr(args, "config", None):
         settings.config = Path(args.config)
@@ -69,7 +73,11 @@ def _driver(s: Sensor) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from fieldstation.loader import load_sensors, threads_left_running
+
     if args.settings is not None:
+        from fieldstation.settings import load_settings
+
         load_settings(args.settings)
     sensors = load_sensors(args.path)
     drivers = sorted({_driver(s) for s in sensors})
@@ -81,6 +89,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from fieldstation.agent import Agent
+    from fieldstation.loader import load_sensors
 
     settings = _settings(args)
     sensors = load_sensors(settings.config)
@@ -119,6 +128,9 @@ def _undeclared(sensor: Sensor, readings: list[Reading]) -> list[str]:
 
 
 def cmd_once(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from fieldstation.loader import load_sensors
     from fieldstation.scheduler import Scheduler
 
     sensors = load_sensors(args.config or DEFAULT_CONFIG)
@@ -191,6 +203,8 @@ def _read_state(path: Path) -> dict[str, Any] | None:
 
 
 def cmd_sensors(args: argparse.Namespace) -> int:
+    from fieldstation.loader import load_sensors
+
     settings = _settings(args)
     sensors = load_sensors(settings.config)
     state = _read_state(settings.state_file) or {}
@@ -208,6 +222,7 @@ def cmd_sensors(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from fieldstation.settings import load_settings
     from fieldstation.spool import Spool
 
     settings = load_settings(args.settings)
@@ -268,7 +283,8 @@ def cmd_influx_setup(args: argparse.Namespace) -> int:
 def cmd_grafana_render(args: argparse.Namespace) -> int:
     from fieldstation.grafana import render
     from fieldstation.grafana.settings import DEFAULT_GRAFANA_SETTINGS, GrafanaSettings
-    from fieldstation.settings import load_toml
+    from fieldstation.loader import load_sensors
+    from fieldstation.settings import load_settings, load_toml
 
     sensors = load_sensors(args.config)
     gs_path = args.grafana or DEFAULT_GRAFANA_SETTINGS
@@ -537,12 +553,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _exit_past_config_threads(rc: int) -> int:
     """Exit now if config.py left a thread running: the interpreter would wait for it forever at exit."""
-    if threads_left_running():
+    loader = sys.modules.get("fieldstation.loader")  # not imported: no config.py ran
+    if loader is not None and loader.threads_left_running():
         sys.stdout.flush()
         sys.stderr.flush()
         logging.shutdown()
         os._exit(rc)
     return rc
+
+
+def _raised(*names: str) -> tuple[type[BaseException], ...]:
+    """The exception classes ``module.Class`` among ``names`` whose module the command imported.
+
+    An exception is raised only by its module's code, so one whose module is not loaded cannot be in flight; the
+    ``except`` clauses below evaluate this when something is raised, which keeps those modules out of startup.
+    """
+    found = []
+    for name in names:
+        module, _, cls = name.rpartition(".")
+        if module in sys.modules:
+            found.append(getattr(sys.modules[module], cls))
+    return tuple(found)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -551,11 +582,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.log_level)
     try:
         rc: int = _exit_past_config_threads(args.fn(args))
-    except (ConfigError, SpoolError) as exc:
+    except _raised("fieldstation.errors.ConfigError", "fieldstation.spool.SpoolError") as exc:
         for line in str(exc).splitlines():
             print(f"fieldstation: {line}", file=sys.stderr)
         return _exit_past_config_threads(EXIT_USAGE)
-    except InfluxError as exc:
+    except _raised("fieldstation.influxql.InfluxError") as exc:
         print(f"fieldstation {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

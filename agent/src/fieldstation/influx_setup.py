@@ -33,8 +33,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, mo
 from fieldstation.influxql import Influx, InfluxError
 from fieldstation.settings import load_toml
 
-DEFAULT_SETUP = Path("/etc/fieldstation/influx-setup.toml")
-
 _DURATION = re.compile(r"^(INF|\d+[mhdw])$")
 _NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 

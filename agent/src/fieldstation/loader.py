@@ -32,9 +32,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+# ConfigError lives in its own light module (the CLI names it before any config loads); imported from here too.
+from fieldstation.errors import ConfigError as ConfigError  # noqa: PLC0414 (an explicit re-export, for mypy)
+from fieldstation.paths import DEFAULT_CONFIG
 from fieldstation.sensor import CallSite, Failure, MissingExtra, Range, Sensor, did_you_mean, failures, loading_file
-
-DEFAULT_CONFIG = Path("/etc/fieldstation/config.py")
 
 #: Seconds config.py may take to run. Importing the drivers it names takes a few seconds on a Pi Zero.
 IMPORT_TIMEOUT = 20.0
@@ -44,10 +45,6 @@ CONFIG_MODULE = "fieldstation_config"
 
 #: Non-daemon threads the last loaded config.py started (see :func:`threads_left_running`).
 _started: list[threading.Thread] = []
-
-
-class ConfigError(Exception):
-    """User mistakes in a config file; ``str()`` is one line per mistake, each naming file and line."""
 
 
 def threads_left_running() -> list[threading.Thread]:

@@ -14,13 +14,11 @@ from typing import Annotated, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from fieldstation.energy import EnergySettings
+from fieldstation.errors import ConfigError
 from fieldstation.ingest.inbox import IngestSettings
-from fieldstation.loader import ConfigError
+from fieldstation.paths import DEFAULT_SETTINGS, STATE_DIR
 
-DEFAULT_SETTINGS = Path("/etc/fieldstation/agent.toml")
-DEFAULT_BACKUP_SETTINGS = Path("/etc/fieldstation/backup.toml")
 M = TypeVar("M", bound=BaseModel)
-STATE_DIR = Path("/var/lib/fieldstation")
 
 
 def _http_url(v: str) -> str:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fieldstation.settings import DEFAULT_BACKUP_SETTINGS
+from fieldstation.paths import DEFAULT_BACKUP_SETTINGS
 
 MEASUREMENT = "fieldstation_backup"
 

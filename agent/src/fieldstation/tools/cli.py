@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fieldstation.loader import ConfigError
+from fieldstation.errors import ConfigError
 
 GRAFANA_TOKEN_ENV = "FIELDSTATION_GRAFANA_TOKEN"  # noqa: S105  (a variable's name, not a secret)
 

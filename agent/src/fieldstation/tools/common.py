@@ -135,7 +135,8 @@ def target(
     ``$FIELDSTATION_INFLUX_PASSWORD``; else influx-setup.toml's admin (the agent's own user may only write, and
     renaming or deleting needs more); else the sink's.
     """
-    from fieldstation.influx_setup import DEFAULT_SETUP, load_setup
+    from fieldstation.influx_setup import load_setup
+    from fieldstation.paths import DEFAULT_SETUP
 
     settings: AgentSettings = load_settings(settings_path)
     chosen = settings.sinks[0]
