@@ -194,8 +194,18 @@ def post(url: str, body: bytes) -> None:
         assert resp.status == 204, resp.status
 
 
+def tsm_files(data: Path) -> list[tuple[str, int, int]]:
+    """The station database's TSM files (_internal's, where Debian's defaults keep it, go on being written)."""
+    found = []
+    for p in (data / "data" / "fieldstation").rglob("*.tsm"):
+        with contextlib.suppress(FileNotFoundError):  # removed by a compaction meanwhile
+            st = p.stat()
+            found.append((str(p), st.st_size, st.st_mtime_ns))
+    return sorted(found)
+
+
 def most_files_in_a_shard(data: Path) -> int:
-    shards = [p.parent for p in (data / "data").rglob("*.tsm")]
+    shards = [Path(p).parent for p, _, _ in tsm_files(data)]
     return max((shards.count(s) for s in set(shards)), default=0)
 
 
@@ -247,18 +257,18 @@ def tsm_day(work: Path, name: str, role_vars: dict[str, str]) -> tuple[float, fl
             conf.write_text(cold_conf)
             proc = start_influxd(conf, work / "influxd.log", http)
             try:
-                # The cold snapshot and the full compaction: until one file per shard, nothing written for 10 s.
-                last, still, deadline = sectors(dev), 0, time.monotonic() + 900
+                # The cold snapshot and the full compaction: until one file per shard, unchanged for 10 s.
+                last, still, deadline = tsm_files(data), 0, time.monotonic() + 900
                 while time.monotonic() < deadline and (most_files_in_a_shard(data) > 1 or still < 10):
                     time.sleep(1)
-                    now = sectors(dev)
+                    now = tsm_files(data)
                     still = still + 1 if now == last else 0
                     last = now
                     print(f"\r  {name}: the day gone cold: {most_files_in_a_shard(data)} TSM files in a shard", end="",
                           file=sys.stderr, flush=True)
                 print(file=sys.stderr)
                 s1 = sectors(dev)
-                left = sum(f.stat().st_size for f in (data / "data").rglob("*.tsm"))
+                left = sum(size for _, size, _ in tsm_files(data))
             finally:
                 proc.terminate()
                 proc.wait(120)
