@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 
 from fieldstation.influxd import free_port
 from fieldstation.reading import Reading
+from fieldstation.scheduler import Scheduler
 from fieldstation.sensor import SensorError
 from fieldstation.sensors import mqtt
 from fieldstation.sensors.mqtt import Mqtt
@@ -271,3 +273,31 @@ def test_an_unreachable_broker_fails_open_in_one_line() -> None:
 def test_bad_options_are_refused_at_load(options: dict[str, object], problem: str) -> None:
     with pytest.raises(ValidationError, match=problem):
         Mqtt(name="x", **options)  # type: ignore[arg-type]
+
+
+def test_the_scheduler_reads_it_across_a_broker_restart(mosquitto: Mosquitto) -> None:
+    readings: list[Reading] = []
+    lock = threading.Lock()
+
+    def emit(batch: list[Reading]) -> None:
+        with lock:
+            readings.extend(batch)
+
+    def powers() -> set[object]:
+        with lock:
+            return {r.fields.get("energy_power") for r in readings}
+
+    plug = Mqtt(name="plug", topic="tele/plug1/SENSOR", mapping="tasmota_sensor", port=mosquitto.port, interval=0.2)
+    sched = Scheduler([plug], emit, backoff_max=0.3)
+    with sched.running():
+        wait_for(lambda: sched.states["plug"].errors > 0, 10, "the first read, with no message yet")
+        mosquitto.publish("tele/plug1/SENSOR", json.dumps({"ENERGY": {"Power": 40}}))
+        wait_for(lambda: 40.0 in powers(), 10, "the first reading")
+        mosquitto.stop()
+        mosquitto.start()
+        wait_for(lambda: "Sending SUBACK to fieldstation-" in mosquitto.log.read_text().split("mosquitto version")[-1],
+                 30, "the driver to subscribe again")
+        mosquitto.publish("tele/plug1/SENSOR", json.dumps({"ENERGY": {"Power": 41}}))
+        wait_for(lambda: 41.0 in powers(), 10, "a reading after the restart")
+    # The scheduler closes the sensor on its bus thread at shutdown: then the connection goes.
+    wait_for(lambda: mqtt.connection_count() == 0, 10, "the connection to close")

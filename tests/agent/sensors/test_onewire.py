@@ -3,13 +3,17 @@ CRC failures, the 85 °C power-on value, devices that vanish."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from fieldstation.reading import Reading
+from fieldstation.scheduler import Scheduler
 from fieldstation.sensor import SensorError, process
 from fieldstation.sensors.onewire import Onewire, decode_w1_slave, discover
+from harness.agent import wait_for
 
 T0 = 1_700_000_000_000_000_000
 
@@ -145,3 +149,29 @@ def test_sensors_of_one_bus_share_one_thread_and_the_root_defaults_to_the_kernel
     assert a.root == "/sys/bus/w1/devices"
     assert a.bus == b.bus  # one conversion at a time on the master
     assert Onewire(name="c", root=str(root)).bus != a.bus
+
+
+def test_the_scheduler_reads_the_bus_and_counts_a_crc_error(root: Path) -> None:
+    put(root, "28-0316a2790bff", 21500)
+    readings: list[Reading] = []
+    lock = threading.Lock()
+
+    def emit(batch: list[Reading]) -> None:
+        with lock:
+            readings.extend(batch)
+
+    def temps() -> list[object]:
+        with lock:
+            return [r.fields.get("temperature") for r in readings]
+
+    sched = Scheduler([Onewire(name="boiler", id="28-0316a2790bff", root=str(root), interval=0.2)], emit)
+    with sched.running():
+        wait_for(lambda: 21.5 in temps(), 10, "a first reading")
+        put(root, "28-0316a2790bff", 22000, crc_ok=False)
+        wait_for(lambda: sched.states["boiler"].errors > 0, 10, "the CRC error to be counted")
+        assert sched.states["boiler"].last_error == (
+            "SensorError: 1-Wire 28-0316a2790bff: CRC error (crc=57 NO): noise on the line or a loose contact"
+        )
+        put(root, "28-0316a2790bff", 22500)
+        wait_for(lambda: 22.5 in temps(), 10, "reads to resume")
+    assert 22.0 not in temps()

@@ -277,7 +277,9 @@ class _Connection:
 
     def stop(self) -> None:
         self.client.disconnect()
-        self.client.loop_stop()
+        # loop_stop joins paho's thread, which may sleep up to a second in its reconnect backoff: not on the
+        # caller's time (close() runs within the scheduler's timeout).
+        threading.Thread(target=self.client.loop_stop, name=f"mqtt-stop {self.where}", daemon=True).start()
 
 
 _connections: dict[tuple[str, int, str | None], _Connection] = {}
