@@ -127,6 +127,11 @@ def test_garbage_in_w1_slave_is_an_error_not_a_value(root: Path) -> None:
     (root / "28-0316a2790bff" / "w1_slave").write_text("")
     with pytest.raises(SensorError, match="w1_slave holds no CRC verdict"):
         Onewire(name="b", root=str(root), id="28-0316a2790bff").read()
+    (root / "28-0316a2790bff" / "w1_slave").write_text(
+        "00 00 00 00 00 00 00 00 00 : crc=00 YES\n00 00 00 00 00 00 00 00 00 t=0\n"
+    )
+    with pytest.raises(SensorError, match="scratchpad reads all zeros: the data line is shorted to ground"):
+        Onewire(name="b", root=str(root), id="28-0316a2790bff").read()
     with pytest.raises(ValueError, match="no temperature"):
         decode_w1_slave("72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n")
 

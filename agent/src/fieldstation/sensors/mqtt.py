@@ -369,9 +369,11 @@ class Mqtt(Sensor):
         return v
 
     @model_validator(mode="after")
-    def _one_decoder(self) -> Mqtt:
+    def _consistent(self) -> Mqtt:
         if self.fields and self.mapping is not None:
             raise ValueError("give fields or mapping, not both")
+        if self.password is not None and self.username is None:
+            raise ValueError("password needs username: MQTT sends no password without a user name")
         return self
 
     @property

@@ -58,6 +58,10 @@ def decode_w1_slave(text: str) -> int:
         raise W1Error(f"w1_slave holds no CRC verdict: {text.strip()[:60]!r}")
     if crc.group(2) != "YES":
         raise W1Error(f"CRC error (crc={crc.group(1)} NO): noise on the line or a loose contact")
+    scratchpad = lines[0].split(":", 1)[0].split()
+    if scratchpad and all(b == "00" for b in scratchpad):
+        # Zeros pass the CRC (it is 00 too) but no DS18B20 sends them: its config bytes are never 0.
+        raise W1Error("the scratchpad reads all zeros: the data line is shorted to ground")
     t = _T.search(lines[1]) if len(lines) > 1 else None
     if t is None:
         raise W1Error(f"w1_slave holds no temperature: {text.strip()[:60]!r}")
