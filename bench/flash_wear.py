@@ -8,7 +8,8 @@ the defaults, and is measured at the block device (``/sys/block/loopN/stat``, se
 metadata and the ext4 journal all count, then extrapolated to a day. The agent's spool is one device, its state file
 another (both are in the agent's data directory as shipped: their sum is the agent's figure today; the state file
 alone is what moving it to /run saves); the local InfluxDB's data, WAL and meta a third. 100 simulated sensors at
-1 Hz make 100 readings/s, as in issue 15. "Sinks down" is the only sink on a port nobody listens on: every window is spooled.
+1 Hz make 100 readings/s, as in issue 15. "Sinks down" is the only sink on a port nobody listens on: every window is
+spooled.
 The fsync floor is a bare append-only file taking the same bytes with an fdatasync every commit interval.
 Prints figures; asserts nothing.
 """

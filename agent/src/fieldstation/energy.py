@@ -8,7 +8,8 @@ previous reading of that counter, and its cost at the price of the tariff period
 Summing ``kwh`` and ``cost`` over any window gives the energy and cost of that window, split by ``tariff``:
 InfluxQL 1.x cannot pick hours of the day, so the split has to happen when the data is written. Counter values
 survive restarts (the live state file) and clean reboots (``energy_file``), so the energy used while the agent was
-down is counted at its first reading after the restart; after a power cut they are re-based (agent.py says why). A counter that goes backwards (a replaced or reset meter) is re-based, not counted.
+down is counted at its first reading after the restart; after a power cut they are re-based (agent.py says why).
+A counter that goes backwards (a replaced or reset meter) is re-based, not counted.
 
 The tariff table lives in the inventory, which renders it into ``agent.toml``'s ``[energy]`` section.
 """
