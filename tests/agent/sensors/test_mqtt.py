@@ -312,3 +312,17 @@ def test_the_scheduler_reads_it_across_a_broker_restart(mosquitto: Mosquitto) ->
         wait_for(lambda: 41.0 in powers(), 10, "a reading after the restart")
     # The scheduler closes the sensor on its bus thread at shutdown: then the connection goes.
     wait_for(lambda: mqtt.connection_count() == 0, 10, "the connection to close")
+
+
+def test_dashboards_show_what_the_device_kind_sends_or_what_the_user_names() -> None:
+    plug = Mqtt(name="p", topic="tele/p/SENSOR", mapping="tasmota_sensor")
+    assert plug.dashboard_fields() == ["energy_power", "energy_voltage", "energy_total"]
+    assert [plug.unit_of(f) for f in plug.dashboard_fields()] == ["W", "V", "kWh"]  # before any message
+    assert plug.unit_of("ds18b20-1_temperature") == "°C"
+    assert plug.unit_of("energy_power_2") == "W"
+    probe = Mqtt(name="t", topic="tele/t/SENSOR", mapping="tasmota_sensor", limits={"ds18b20_temperature": (2, 8)})
+    assert probe.dashboard_fields() == ["ds18b20_temperature"]
+    ht = Mqtt(name="ht", topic="shellyhtg3-1/status/temperature:0", mapping="shelly", unit={"temperature": "°C"})
+    assert ht.dashboard_fields() == ["temperature"]
+    assert Mqtt(name="s", topic="x/status/switch:0", mapping="shelly").unit_of("energy_total") == "Wh"
+    assert Mqtt(name="st", topic="tele/p/STATE", mapping="tasmota_state").unit_of("wifi_signal") == "dBm"

@@ -110,6 +110,24 @@ SHELLY = {
 }
 
 Mapping = Literal["tasmota_sensor", "tasmota_state", "shelly"]
+
+#: What the dashboards (and the stale alert, on the first) show of a mapped sensor unless its `limits` or a `unit`
+#: mapping name other fields: what the commonest device of the kind sends (a power plug).
+DASHBOARD_FIELDS: dict[str, tuple[str, ...]] = {
+    "tasmota_sensor": ("energy_power", "energy_voltage", "energy_total"),
+    "tasmota_state": ("uptime", "wifi_signal"),
+    "shelly": ("power", "voltage", "energy_total"),
+}
+
+
+def mapped_unit(mapping: str | None, field: str) -> str:
+    """A mapped field's unit from the tables alone (dashboards are made before any message arrives)."""
+    if mapping == "tasmota_sensor":
+        base = field.rstrip("0123456789").removesuffix("_") if field[-1:].isdigit() else field
+        suffixes = sorted(TASMOTA_SENSOR.values(), key=lambda su: -len(su[0]))
+        return next((unit for suffix, unit in suffixes if base.endswith(f"_{suffix}")), "")
+    table = {"tasmota_state": TASMOTA_STATE, "shelly": SHELLY}.get(mapping or "", {})
+    return next((unit for name, unit in table.values() if name == field), "")
 #: Words a plain payload or a mapped string may use for a bool.
 BOOLS = {"on": True, "off": False, "true": True, "false": False}
 
@@ -396,13 +414,13 @@ class Mqtt(Sensor):
             return list(self.fields)
         if self.mapping is None:
             return ["value"]
-        table = {"tasmota_state": TASMOTA_STATE, "shelly": SHELLY}.get(self.mapping)
-        return [name for name, unit in table.values() if unit] if table else super().dashboard_fields()
+        if (isinstance(self.unit, dict) and self.unit) or self.limits:
+            return super().dashboard_fields()  # the fields the user named
+        return list(DASHBOARD_FIELDS[self.mapping])
 
     def unit_of(self, field_name: str) -> str:
-        if isinstance(self.unit, str):
-            return self.unit or self._units.get(field_name, "")
-        return self.unit.get(field_name) or self._units.get(field_name, "")
+        own = self.unit if isinstance(self.unit, str) else self.unit.get(field_name, "")
+        return own or self._units.get(field_name) or mapped_unit(self.mapping, field_name)
 
     # -- decoding (pure apart from the units it learns) -------------------------------------------------------
 
