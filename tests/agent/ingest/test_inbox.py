@@ -202,6 +202,7 @@ def test_a_parser_that_breaks_rejects_the_file_instead_of_retrying_it(tmp_path: 
         raise KeyError("unexpected column")
 
     monkeypatch.setattr(mv2, "parse", broken)
+    monkeypatch.setattr(mv2, "lines", broken)  # what the inbox calls for mv2 (the same points, encoded once)
     box = Inbox(settings(tmp_path), Sink())
     drop(tmp_path / "inbox", V003, "mv2/acme/winter/02001311/a.tsv")
     (report,) = scan_until(box, 1)
@@ -383,3 +384,18 @@ def test_a_cp1252_trend_report_reaches_influxdb_with_its_accented_point(influxd:
     counts = {r["point"]: r["count"] for r in stored}
     assert counts.pop("Façade.328.RT") == len(facade)
     assert sum(counts.values()) + len(facade) == len(expected) == report.points
+
+
+def test_a_file_renamed_from_its_part_name_is_taken_at_once_and_one_written_in_place_waits(tmp_path: Path) -> None:
+    # scan() alone, as when inotify is unavailable; size stability alone would wait an hour.
+    sink = Sink()
+    box = Inbox(settings(tmp_path, stable=3600), sink)
+    inbox = tmp_path / "inbox"
+    part = drop(inbox, V003, "mv2/acme/winter/02001311/up.tsv.part")
+    in_place = drop(inbox, V003, "mv2/acme/winter/02001311/direct.tsv")
+    assert box.scan() == []
+    part.rename(part.with_name("up.tsv"))
+    (report,) = box.scan()
+    assert report.file == "mv2/acme/winter/02001311/up.tsv" and report.result == "ingested" and sink.lines
+    assert box.scan() == [] and box.scan() == []
+    assert in_place.exists()  # still waiting for its size to hold for stable_seconds

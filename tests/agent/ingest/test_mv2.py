@@ -348,3 +348,45 @@ def test_the_large_export_is_parsed_lazily_in_constant_memory() -> None:
             tracemalloc.stop()
     assert n == CASES[CONCAT][1]
     assert peak < 1 << 20  # well under 1 MiB while 67 000 readings passed through (a list of them: ~30 MB)
+
+
+#: Rows that walk in and out of both DST changes of 2025 in Paris, and back into an hour already read: every
+#: time must come out as the clock alone reads it, whatever mv2 keeps of the last hour (issue 19).
+DST_WALK = (
+    "02000800\t02000800\nMV_T302_V002\tPh 1 V\n"
+    "30/03/25 01:50:00\t230.0\n30/03/25 02:10:00\t230.0\n30/03/25 03:00:00\t230.0\n30/03/25 03:10:00\t230.0\n"
+    "26/10/25 01:50:00\t231.0\n26/10/25 02:00:00\t231.1\n26/10/25 02:50:00\t231.2\n26/10/25 02:00:00\t231.3\n"
+    "26/10/25 02:50:00\t231.4\n26/10/25 01:55:00\t231.5\n26/10/25 02:05:00\t231.6\n26/10/25 03:00:00\t231.7\n"
+    "26/10/25 03:59:59\t231.8\n26/10/25 03:60:00\t231.9\n26/10/25 03:5x:00\t232.0\n31/12/25 23:59:59\t232.1\n"
+    "01/01/26 00:00:00\t232.2\n"
+)
+
+
+@pytest.mark.parametrize("source", [*CASES, "DST_WALK"])
+def test_lines_are_the_readings_encoded_with_the_same_report(source: str) -> None:
+    """``lines`` (what the inbox writes) gives exactly ``parse``'s points, each to_line'd, and the same report."""
+    results = []
+    for fn in (mv2.parse, mv2.lines):
+        report = Report()
+        if source == "DST_WALK":
+            data, ctx = DST_WALK.encode(), FileContext(PurePosixPath("mv2/acme/site/02000800/a.tsv"), timezone=TZ)
+        else:
+            data, ctx = (DATA / source).read_bytes(), FileContext(relpath(source), timezone=TZ)
+        results.append((list(fn(io.BytesIO(data), ctx, report)), report.to_json()))
+    (readings, parse_report), (rows, lines_report) = results
+    assert [line for _, lines in rows for line in lines] == [r.to_line() for r in readings]
+    assert all(line.endswith(f" {ns}") for ns, lines in rows for line in lines)
+    assert lines_report == parse_report
+
+
+def test_the_dst_walk_is_read_by_the_clock() -> None:
+    readings, report = parse_text(DST_WALK)
+    paris = [
+        ("2025-03-30T00:50:00", 230.0), ("2025-03-30T01:00:00", 230.0), ("2025-03-30T01:10:00", 230.0),
+        ("2025-10-25T23:50:00", 231.0), ("2025-10-26T00:00:00", 231.1), ("2025-10-26T00:50:00", 231.2),
+        ("2025-10-26T01:00:00", 231.3), ("2025-10-26T01:50:00", 231.4), ("2025-10-25T23:55:00", 231.5),
+        ("2025-10-26T00:05:00", 231.6), ("2025-10-26T02:00:00", 231.7), ("2025-10-26T02:59:59", 231.8),
+        ("2025-12-31T22:59:59", 232.1), ("2025-12-31T23:00:00", 232.2),
+    ]  # fmt: skip
+    assert [(r.time_ns, r.fields["value"]) for r in readings] == [(utc(t), v) for t, v in paris]
+    assert dict(report.skipped) == {"nonexistent local time": 1, "bad timestamp": 2}
