@@ -15,8 +15,9 @@ to a day. The configs:
 
 Both get the station's database, users, retention policies and continuous queries from the role's
 influx-setup.toml through ``fieldstation influx setup``. The load is the agent's: 100 series at 1 Hz (100 readings/s
-of line protocol), posted in batches every ``--post-interval`` seconds, one POST at a time, each waiting for its
-answer (a 204 from InfluxDB 1.x comes after its WAL fsync, so a POST's latency includes wal-fsync-delay).
+of line protocol), posted in batches every ``--post-interval`` seconds (the agent's commit_interval: each commit
+tick POSTs its window to the caught-up sinks), one POST at a time, each waiting for its answer (a 204 from
+InfluxDB 1.x comes after its WAL fsync, so a POST's latency includes wal-fsync-delay).
 
 What minutes of real time cannot show: the cache snapshots (one per cache-snapshot-memory-size of points, hours apart
 at this rate) and the compactions that follow them. A second phase measures those: a whole day of the same points
@@ -48,7 +49,7 @@ from typing import Any
 
 from fieldstation.influxd import free_port
 from fieldstation.reading import Reading
-from fieldstation.settings import SinkSettings
+from fieldstation.settings import SpoolSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLE = ROOT / "ansible" / "roles" / "influxdb"
@@ -161,15 +162,13 @@ class Writer:
         self.points += len(lines)
 
     def run_for(self, seconds: float, label: str) -> None:
-        t0 = time.monotonic()
-        tick, shown = t0, -1
+        t0, shown = time.monotonic(), -1
         while (elapsed := time.monotonic() - t0) < seconds:
             self.post_due()
             if int(elapsed) != shown:
                 shown = int(elapsed)
                 print(f"\r  {label}: {shown}/{seconds:.0f} s", end="", file=sys.stderr, flush=True)
-            tick += self.interval
-            time.sleep(max(0.0, tick - time.monotonic()))
+            time.sleep(self.interval)  # as the agent's committer: the interval between the end of one and the next
         print(file=sys.stderr)
 
 
@@ -315,8 +314,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=180.0,
                         help="seconds measured per config after warm-up (0: only the day of snapshots and compactions)")
-    parser.add_argument("--post-interval", type=float, default=SinkSettings.model_fields["flush_interval"].default,
-                        help="seconds between the agent's POSTs (default: the agent's sinks' flush_interval)")
+    parser.add_argument("--post-interval", type=float, default=SpoolSettings.model_fields["commit_interval"].default,
+                        help="seconds between the agent's POSTs (default: its commit_interval, each commit tick "
+                        "POSTing its window and waiting for the answer)")
     parser.add_argument("--configs", default="debian,role", help="comma-separated: debian, role")
     parser.add_argument("--role-var", action="append", default=[], metavar="NAME=VALUE",
                         help="render the role's config with this variable changed (to compare settings)")

@@ -74,7 +74,7 @@ def render(template: str, dest: Path, extra: dict[str, object]) -> None:
 
 #: A value for each, none InfluxDB's own default: a key the template misspells would show that default instead.
 CHANGED = {
-    "influxdb_wal_fsync_delay": "3s",
+    "influxdb_wal_fsync_delay": "7s",
     "influxdb_cache_snapshot_memory_size": "48m",
     "influxdb_cache_snapshot_write_cold_duration": "7m",
     "influxdb_compact_full_write_cold_duration": "5h",
