@@ -77,11 +77,34 @@ def inventory(tmp: Path) -> dict[str, object]:
     }
 
 
+def is_secret(key: str) -> bool:
+    return key in ("password", "token", "key") or key.endswith(("_password", "_token", "_key"))
+
+
+def rotated(value: object, key: str = "") -> object:
+    """The inventory with every secret changed, as after a new vault: what a user previews with --check --diff."""
+    if isinstance(value, dict):
+        return {k: rotated(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rotated(v, key) for v in value]
+    return f"{value}-rotated" if isinstance(value, str) and is_secret(key) else value
+
+
+def secrets_of(value: object, key: str = "") -> set[str]:
+    if isinstance(value, dict):
+        return set().union(*(secrets_of(v, k) for k, v in value.items()))
+    if isinstance(value, list):
+        return set().union(*(secrets_of(v, key) for v in value))
+    return {value} if isinstance(value, str) and is_secret(key) else set()
+
+
 @dataclass
 class Station:
     root: Path
     first: PlaybookResult
     second: PlaybookResult
+    preview: PlaybookResult
+    secrets: set[str]
     booted: Booted
 
 
@@ -95,9 +118,11 @@ def station(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Station]:
     first.assert_ok()
     log("site.yml, second run: must change nothing")
     second = run_playbook(root, inv, workdir=tmp)
+    log("site.yml --check --diff with a new vault: a preview that must print no secret, old or new")
+    preview = run_playbook(root, rotated(inv), extra_args=["--check", "--diff"], workdir=tmp)  # type: ignore[arg-type]
     booted = boot(root, timeout=180)
     try:
-        yield Station(root, first, second, booted)
+        yield Station(root, first, second, preview, secrets_of(inv) | secrets_of(rotated(inv)), booted)
     finally:
         booted.stop()
         remove_root(root)
@@ -105,6 +130,15 @@ def station(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Station]:
 
 def test_a_second_run_changes_nothing(station: Station) -> None:
     station.second.assert_idempotent()
+
+
+def test_check_diff_previews_a_new_vault_without_printing_a_secret(station: Station) -> None:
+    preview = station.preview.assert_ok()
+    assert preview.changed > 0  # the secret files would change: their diffs were there to leak
+    assert len(station.secrets) >= 20
+    leaked = sorted(value for value in station.secrets if value in preview.stdout)
+    assert leaked == [], f"printed by --check --diff (log: {preview.log})"
+    assert "--- before: /etc/fieldstation/agent.toml" not in preview.stdout
 
 
 @pytest.mark.parametrize(
