@@ -326,3 +326,24 @@ def test_dashboards_show_what_the_device_kind_sends_or_what_the_user_names() -> 
     assert ht.dashboard_fields() == ["temperature"]
     assert Mqtt(name="s", topic="x/status/switch:0", mapping="shelly").unit_of("energy_total") == "Wh"
     assert Mqtt(name="st", topic="tele/p/STATE", mapping="tasmota_state").unit_of("wifi_signal") == "dBm"
+
+
+def test_a_payload_time_from_an_unset_clock_is_refused(mosquitto: Mosquitto, sensors: list[Mqtt]) -> None:
+    s = opened(sensors, mosquitto, name="room", topic="tele/th1/SENSOR", mapping="tasmota_sensor", time="Time")
+    mosquitto.publish("tele/th1/SENSOR", json.dumps({"Time": "1970-01-01T00:00:42", "SI7021": {"Temperature": 20.5}}))
+    errors: list[str] = []
+
+    def refused() -> bool:
+        try:
+            s.read()
+        except SensorError as exc:
+            errors.append(str(exc))
+        return bool(errors) and "no message yet" not in errors[-1]
+
+    wait_for(refused, 15, "the message to be refused")
+    expected = dt.datetime(1970, 1, 1, 0, 0, 42).astimezone().astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    assert errors[-1] == (
+        f"mqtt://127.0.0.1:{mosquitto.port} tele/th1/SENSOR: the payload's time {expected} UTC is wrong: "
+        "the device's clock is not set (leave `time` unset)"
+    )
+    assert s.malformed == 1

@@ -49,6 +49,11 @@ MAX_QUEUED = 10_000
 #: paho-mqtt's reconnect backoff, seconds: doubled from the first to the last after each failure.
 RECONNECT_DELAY = (1, 60)
 KEEPALIVE = 30
+#: A payload's own time before this is a device clock never set (Tasmota without NTP says 1970); old data a logger
+#: sends late is fine.
+EARLIEST_NS = 978_307_200 * 10**9  # 2001-01-01
+#: Nor may it be further ahead of its arrival than this.
+MAX_AHEAD_NS = 86_400 * 10**9
 
 # -- mappings (data tables) ---------------------------------------------------------------------------------------
 
@@ -213,6 +218,16 @@ def decode_time(value: Any) -> int:
     raise PayloadError(f"time is {type(value).__name__}, not Unix seconds or an ISO 8601 string")
 
 
+def clock_problem(payload_ns: int | None, arrived_ns: int) -> str | None:
+    """Why a payload's own time cannot be the time of its reading, or None."""
+    if payload_ns is None:
+        return None
+    if payload_ns < EARLIEST_NS or payload_ns - arrived_ns > MAX_AHEAD_NS:
+        when = dt.datetime.fromtimestamp(payload_ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return f"the payload's time {when} is wrong: the device's clock is not set (leave `time` unset)"
+    return None
+
+
 def _display(broker: str, port: int) -> str:
     return f"mqtt://[{broker}]:{port}" if ":" in broker else f"mqtt://{broker}:{port}"
 
@@ -244,6 +259,9 @@ class _Connection:
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self.waiting: dict[int, list[Mqtt]] = {}  # SUBSCRIBE message id → the sensors waiting for its SUBACK
+        self.acked: set[int] = set()
         self.client.connect_async(broker, port, keepalive=KEEPALIVE)
         self.client.loop_start()  # its thread retries a failed first connection too
 
@@ -251,12 +269,33 @@ class _Connection:
         if reason.is_failure:
             self.problem = f"the broker refused the connection: {reason}"
             return
-        with self.lock:
-            topics = list(self.subs)
         self.problem = ""
-        self.connected.set()
-        for topic in topics:  # a clean session forgets subscriptions: subscribe again after every reconnect
-            client.subscribe(topic)
+        # Under the lock with add(): a sensor added meanwhile is subscribed either here or there, never by neither.
+        with self.lock:
+            self.connected.set()
+            for topic, sensors in self.subs.items():  # a clean session forgets them: again after every reconnect
+                self._subscribe(topic, sensors)
+
+    def _subscribe(self, topic: str, sensors: list[Mqtt]) -> None:
+        """With the lock held: SUBSCRIBE, and tell the sensors when the broker acknowledges it."""
+        _, mid = self.client.subscribe(topic)
+        if mid is None:  # the connection dropped in between: on_connect subscribes again
+            return
+        if mid in self.acked:
+            self.acked.discard(mid)
+            for sensor in sensors:
+                sensor._subscribed.set()
+        else:
+            self.waiting[mid] = list(sensors)
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        with self.lock:
+            sensors = self.waiting.pop(mid, None)
+            if sensors is None:
+                self.acked.add(mid)  # acknowledged before _subscribe noted it
+                return
+        for sensor in sensors:
+            sensor._subscribed.set()
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         self.problem = "cannot reach the broker"
@@ -277,10 +316,10 @@ class _Connection:
     def add(self, sensor: Mqtt) -> None:
         with self.lock:
             self.subs.setdefault(sensor.topic, []).append(sensor)
-        if self.connected.is_set():
-            # Even when the topic is subscribed already: subscribing again makes the broker send its retained
-            # message, which the new sensor wants; the others drop the copy as one they have.
-            self.client.subscribe(sensor.topic)
+            if self.connected.is_set():
+                # Even when the topic is subscribed already: subscribing again makes the broker send its retained
+                # message, which the new sensor wants; the others drop the copy as one they have.
+                self._subscribe(sensor.topic, [sensor])
 
     def remove(self, sensor: Mqtt) -> None:
         with self.lock:
@@ -362,6 +401,7 @@ class Mqtt(Sensor):
     _last_at: float = PrivateAttr(default=0.0)
     _pending: list[str] = PrivateAttr(default_factory=list)
     _malformed: int = PrivateAttr(default=0)
+    _subscribed: threading.Event = PrivateAttr(default_factory=threading.Event)
 
     @field_validator("topic")
     @classmethod
@@ -436,7 +476,7 @@ class Mqtt(Sensor):
             return decode_plain(text), None
         try:
             doc = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[…" nested deeper than Python recurses
             raise PayloadError(f"payload is not JSON ({exc}): {text[:40]!r}") from None
         if self.fields:
             fields = decode_paths(doc, self.fields)
@@ -470,13 +510,19 @@ class Mqtt(Sensor):
             self._conn = _acquire(self)
         conn = self._conn
         wait = min(0.8 * self.read_timeout, 5.0)
+        deadline = time.monotonic() + wait
         if not conn.connected.wait(wait):
             problem = conn.problem
             self.close()
             raise SensorError(f"{self._where()}: not connected within {wait:g} s: {problem}")
+        # Subscribed once the broker says so: what is published from then on, and the retained message, reach us.
+        if not self._subscribed.wait(max(deadline - time.monotonic(), 0.0)):
+            self.close()
+            raise SensorError(f"{self._where()}: the broker did not acknowledge the subscription within {wait:g} s")
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
+        self._subscribed.clear()
         if conn is not None:
             _release(self, conn)
 
@@ -495,22 +541,7 @@ class Mqtt(Sensor):
             raise SensorError(f"{self._where()}: not subscribed")
         if self._pending:  # problems found next to good readings, which the last read returned first
             self._raise_pending()
-        readings: list[Reading] = []
-        wildcard = "+" in self.topic or "#" in self.topic
-        while self._queue:
-            topic, payload, _, arrived_ns = self._queue.popleft()
-            try:
-                fields, payload_ns = self.decode(payload)
-            except (PayloadError, PathError) as exc:
-                self._problem(f"{_display(self.broker, self.port)} {topic}: {exc}")
-                continue
-            processed = process(self, fields, payload_ns or arrived_ns)
-            for problem in processed.invalid:
-                self._problem(f"{_display(self.broker, self.port)} {topic}: {problem}")
-            for r in processed.readings:
-                if wildcard:
-                    r.tags["topic"] = topic
-            readings += processed.readings
+        readings = self._take_queued()
         if self._pending and not readings:
             self._raise_pending()
         if readings:
@@ -524,3 +555,27 @@ class Mqtt(Sensor):
         if self._last:
             raise SensorError(f"{self._where()}: no message for {age:.0f} s (max_age {self.max_age:g} s)", reopen=False)
         raise SensorError(f"{self._where()}: no message yet", reopen=False)
+
+    def _take_queued(self) -> list[Reading]:
+        """The readings of the messages queued since the last read; their problems go to ``_pending``."""
+        readings: list[Reading] = []
+        wildcard = "+" in self.topic or "#" in self.topic
+        while self._queue:
+            topic, payload, _, arrived_ns = self._queue.popleft()
+            try:
+                fields, payload_ns = self.decode(payload)
+            except (PayloadError, PathError) as exc:
+                self._problem(f"{_display(self.broker, self.port)} {topic}: {exc}")
+                continue
+            problem = clock_problem(payload_ns, arrived_ns)
+            if problem is not None:
+                self._problem(f"{_display(self.broker, self.port)} {topic}: {problem}")
+                continue
+            processed = process(self, fields, payload_ns or arrived_ns)
+            for problem in processed.invalid:
+                self._problem(f"{_display(self.broker, self.port)} {topic}: {problem}")
+            for r in processed.readings:
+                if wildcard:
+                    r.tags["topic"] = topic
+            readings += processed.readings
+        return readings
