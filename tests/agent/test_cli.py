@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fieldstation import cli
 from fieldstation.simulators import DEFAULT_PORTS
 from harness.agent import fieldstation_cmd, start_agent_process, wait_for
 
@@ -341,3 +343,30 @@ def test_a_config_error_from_a_lazily_imported_module_is_still_one_line(tmp_path
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"fieldstation: {config}:2:")
+
+
+def _commands(parser: argparse.ArgumentParser) -> set[str]:
+    (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
+
+
+def test_own_commands_are_exactly_those_the_cli_defines_without_its_feature_modules() -> None:
+    own = _commands(cli.build_parser(features=False))
+    assert own == cli.OWN_COMMANDS
+    assert _commands(cli.build_parser()) - own >= {"doctor", "backup", "firstboot"}
+
+
+def test_check_parses_without_the_feature_modules_and_help_lists_them(tmp_path: Path) -> None:
+    config = tmp_path / "config.py"
+    config.write_text(CONFIG)
+    probe = (
+        "import sys\nfrom fieldstation.cli import main\nrc = main(sys.argv[1:])\n"
+        "print('firstboot' in ' '.join(sys.modules), rc)"
+    )
+    for argv, features in ((["--log-level", "warning", "check", str(config)], "False 0"), (["once", "-n", "x"], None)):
+        result = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=60)
+        if features is None:  # a usage error of an own command still names it
+            assert result.returncode == 2 and "fieldstation once: error: argument -n: invalid int value" in result.stderr
+        else:
+            assert result.stdout.splitlines()[-1] == features, result.stderr
+    assert "doctor" in run("--help").stdout

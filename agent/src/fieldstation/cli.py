@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 # or HTTP they never touch (a Pi 3 feels every 100 ms; bench/startup_bench.py).
 
 FEATURE_COMMANDS: tuple[str, ...] = ("fieldstation.tools.cli", "fieldstation.backup.cli", "fieldstation.firstboot")
+#: The commands build_parser defines itself (a test checks this against the parser).
+OWN_COMMANDS = frozenset(
+    {"run", "once", "check", "sensors", "status", "influx", "grafana", "record", "upload-server", "simulate", "demo"}
+)
 EXIT_USAGE = 2
 
 
@@ -486,7 +490,8 @@ def _admin_commands(sub: Any, settings_help: str) -> None:
     sp.add_argument("--reload", action="store_true", help="then ask Grafana to re-read its provisioning files")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(features: bool = True) -> argparse.ArgumentParser:
+    """The whole CLI; without ``features``, only the commands defined in this module (see :func:`main`)."""
     p = argparse.ArgumentParser(prog="fieldstation", description="Fieldstation acquisition agent.")
     p.add_argument("--version", action="version", version=f"fieldstation {__version__}")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -542,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Commands that live with their feature: each module has ``register(sub, settings_help)`` and keeps its
     # top-level imports light (the heavy ones load when the command runs).
-    for module in FEATURE_COMMANDS:
+    for module in FEATURE_COMMANDS if features else ():
         importlib.import_module(module).register(sub, settings_help)
 
     sp = add("demo", cmd_demo, "Run the example config against a throwaway local InfluxDB, printing live readings.")
@@ -576,8 +581,28 @@ def _raised(*names: str) -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
+#: Options of the top-level parser that take a value (the next word is not the command).
+_VALUED_OPTIONS = ("--log-level",)
+
+
+def _own_command(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` names a command defined in this module (``check``, ``once``, ``run``, ...).
+
+    Those parse exactly the same without the feature modules' parsers, whose imports cost a Pi 3 a tenth of a second
+    (bench/startup_bench.py); ``--help``, no command or another command builds the whole CLI.
+    """
+    words = iter(argv)
+    for word in words:
+        if word in _VALUED_OPTIONS:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word in OWN_COMMANDS
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(features=not _own_command(argv))
     args = parser.parse_args(argv)
     _setup_logging(args.log_level)
     try:
