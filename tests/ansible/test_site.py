@@ -329,7 +329,9 @@ def test_backup_timers_are_enabled_and_the_share_secret_is_root_only(station: St
     assert b.run(["stat", "-c", "%a %U", "/etc/fieldstation/backup.credentials"]).stdout.split() == ["600", "root"]
     credentials = (station.root / "etc/fieldstation/backup.credentials").read_text()
     assert f"password={BACKUP_PASSWORD}" in credentials and f"signing_key={SIGNING_KEY}" in credentials
-    assert BACKUP_PASSWORD not in (station.root / "etc/fieldstation/backup.toml").read_text()
+    backup_toml = (station.root / "etc/fieldstation/backup.toml").read_text()
+    assert BACKUP_PASSWORD not in backup_toml
+    assert 'grafana_db = "/srv/data/grafana/grafana.db"' in backup_toml  # where the grafana role keeps it
     # One run inside the sandbox (its writable paths exist, its settings parse): no NAS, so one clear line.
     b.run(["systemctl", "start", "fieldstation-backup.service"], timeout=120)
     journal = b.journal("fieldstation-backup.service")
