@@ -245,7 +245,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "url": sink.url,
                 "depth": b.depth,
                 "oldest_unsent_age_s": round(b.oldest_age_s, 3),
-                "last_success": b.last_success_ns / 1e9 if b.last_success_ns else None,
+                # The spool records a sink's progress through it; a sink that keeps up takes its windows straight
+                # from the agent and never moves it: the live state has that sink's last write.
+                "last_success": max((b.last_success_ns / 1e9 if b.last_success_ns else 0.0),
+                                    float(live.get("last_success") or 0.0)) or None,
                 "last_error": live.get("last_error"),
                 # Points the server refused and the sink dropped, this run (from the live state).
                 "dropped_points": live.get("dropped_points", 0),
