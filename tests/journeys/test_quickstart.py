@@ -155,7 +155,7 @@ def test_the_quick_start_from_a_fresh_clone(start: Callable[[float], Demo], env:
     wait_for(lambda: (r := status()).returncode == 0 and "never" not in r.stdout, 60, "the demo's first write")
     result = status()
     assert f"spool {state}/fieldstation/demo/spool.db" in result.stdout, result.stdout + result.stderr
-    assert re.search(r"^demo +\d+ +[\d.]+s  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", result.stdout, re.M), result.stdout
+    assert re.search(r"^demo +\d+ +[\d.]+s +0  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", result.stdout, re.M), result.stdout
 
     def sensors_live() -> bool:  # the example's own sensors, each with a value (the state is written every 5 s)
         result = shell(printed["sensors"], env, tmp_path)
