@@ -118,8 +118,10 @@ PASSWORDS = {
 }
 SENSORS = 100  # at 1 Hz: the 100 readings/s of issue 15
 SETTLE_S = 60  # past the boot's own writes and the first writeback of dirty pages (30 s)
-# Longer than one ext4 commit interval of the root (commit=600): the card's journal commit falls inside.
-MEASURE_S = float(os.environ.get("FIELDSTATION_FLASH_SECONDS", "700"))
+# The figure is printed, not asserted: in CI a short window keeps the suite within its time. For the figure
+# bench/RESULTS.md records, FIELDSTATION_FLASH_SECONDS=700: longer than one ext4 commit interval of the root
+# (commit=600), so the card's journal commit falls inside.
+MEASURE_S = float(os.environ.get("FIELDSTATION_FLASH_SECONDS", "30"))
 
 
 def station_inventory(tmp: Path) -> dict[str, object]:
