@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from fieldstation.influxd import LocalInfluxd, free_port
@@ -39,14 +39,14 @@ WARM_UP_S = 90
 
 
 @contextlib.contextmanager
-def loop_ext4(image: Path, mount: Path, size_mb: int = 512) -> Iterator[str]:
+def loop_ext4(image: Path, mount: Path, size_mb: int = 512, mkfs_options: Sequence[str] = ()) -> Iterator[str]:
     """An ext4 image on a loop device mounted at ``mount``; yields the device name (loopN)."""
     with image.open("wb") as f:
         f.truncate(size_mb << 20)
     # Inode tables and journal initialised now: otherwise ext4lazyinit writes them in the background for minutes
     # after the mount, and that would be counted against whoever is measured.
     init = "lazy_itable_init=0,lazy_journal_init=0"
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-E", init, str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-E", init, *mkfs_options, str(image)], check=True)
     dev = subprocess.run(["losetup", "--find", "--show", str(image)], check=True, capture_output=True, text=True)
     name = dev.stdout.strip()
     try:

@@ -43,9 +43,10 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from flash_wear import loop_ext4, per_day, sectors  # bench/flash_wear.py: the same loop-mounted ext4 and counter
 
 from fieldstation.influxd import free_port
 from fieldstation.reading import Reading
@@ -62,35 +63,6 @@ ISSUE_MB_PER_DAY = 2350
 MKFS_OPTIONS: list[str] = []  # --mkfs-options
 AGENT = ("agent", "bench-agent-pw")
 ADMIN = ("admin", "bench-admin-pw")
-
-
-@contextlib.contextmanager
-def loop_ext4(image: Path, mount: Path, size_mb: int = 512) -> Iterator[str]:
-    """An ext4 image on a loop device mounted at ``mount`` (mount defaults); yields the device name (loopN)."""
-    with image.open("wb") as f:
-        f.truncate(size_mb << 20)
-    # Inode tables and journal initialised now, not by ext4lazyinit during the measurement.
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", *MKFS_OPTIONS, str(image)],
-                   check=True)
-    dev = subprocess.run(["losetup", "--find", "--show", str(image)], check=True, capture_output=True, text=True)
-    name = dev.stdout.strip()
-    try:
-        mount.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", name, str(mount)], check=True)
-        try:
-            yield Path(name).name
-        finally:
-            subprocess.run(["umount", str(mount)], check=False)
-    finally:
-        subprocess.run(["losetup", "-d", name], check=False)
-
-
-def sectors(dev: str) -> int:
-    return int(Path(f"/sys/block/{dev}/stat").read_text().split()[6])
-
-
-def mb_per_day(sectors_written: int, seconds: float) -> float:
-    return sectors_written * 512 / seconds * 86400 / 1e6
 
 
 def render(template: str, dest: Path, extra: dict[str, object]) -> None:
@@ -222,7 +194,7 @@ def tsm_day(work: Path, name: str, role_vars: dict[str, str]) -> tuple[float, fl
     wal.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2g", "tmpfs", str(wal)], check=True)
     try:
-        with loop_ext4(work / "influx.img", data, size_mb=1024) as dev:
+        with loop_ext4(work / "influx.img", data, size_mb=1024, mkfs_options=MKFS_OPTIONS) as dev:
             config(name, conf, data, http, rpc, role_vars=role_vars)
             text = re.sub(r"(?m)^\s*wal-dir\s*=.*$", f'  wal-dir = "{wal}"', conf.read_text())
             text = re.sub(r"(?m)^\s*#?\s*wal-fsync-delay\s*=.*$", "", text)
@@ -281,7 +253,7 @@ def measure(work: Path, name: str, seconds: float, post_interval: float,
     data = work / "influxdb"
     http, rpc = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     conf, setup = work / "influxdb.conf", work / "influx-setup.toml"
-    with loop_ext4(work / "influx.img", data) as dev:
+    with loop_ext4(work / "influx.img", data, mkfs_options=MKFS_OPTIONS) as dev:
         config(name, conf, data, http, rpc, role_vars=role_vars)
         setup_file(setup, http)
         proc = start_influxd(conf, work / "influxd.log", http)
@@ -300,7 +272,7 @@ def measure(work: Path, name: str, seconds: float, post_interval: float,
             proc.wait(60)
     lat = sorted(writer.latencies)
     return {
-        "mb_per_day": mb_per_day(s1 - s0, t1 - t0),
+        "mb_per_day": per_day(s1 - s0, t1 - t0),
         "points_per_s": writer.points / (t1 - t0),
         "posts_per_s": len(lat) / (t1 - t0),
         "latency_median": statistics.median(lat),
