@@ -256,10 +256,9 @@ def test_a_hostile_server_refusing_points_gets_them_split_dropped_and_logged_onc
 def test_a_probe_answering_again_cuts_the_backoff_short(influxd: LocalInfluxd, worker: Maker) -> None:
     w, _ = worker(SinkSettings(name="local", url=influxd.url))
     influxd.stop()
-    started = time.monotonic()
     threading.Timer(2.0, influxd.start).start()
     assert w._wait_or_probe(60, server_down=True)  # a 60 s backoff, cut short by /ping
-    assert w.state.probe_recoveries == 1 and time.monotonic() - started < 60
+    assert w.state.probe_recoveries == 1  # True comes only from /ping answering, never from the wait running out
     assert influxd.ping()
 
 
