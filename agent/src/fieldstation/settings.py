@@ -7,14 +7,16 @@ defaults apply: a spool under ``/var/lib/fieldstation`` and one sink, the local 
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from fieldstation.energy import EnergySettings
 from fieldstation.errors import ConfigError
+from fieldstation.fleet import TAG_PATTERN
 from fieldstation.ingest.inbox import IngestSettings
 from fieldstation.paths import DEFAULT_SETTINGS, STATE_DIR
 
@@ -25,6 +27,18 @@ def _http_url(v: str) -> str:
     if not v.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https://")
     return v.rstrip("/")
+
+
+_AGE_RECIPIENT = re.compile(r"^(age1[02-9ac-hj-np-z]{58}|ssh-(ed25519|rsa) [A-Za-z0-9+/=]+( .*)?)$")
+
+
+def _age_recipient(v: str) -> str:
+    v = v.strip()
+    if v.upper().startswith("AGE-SECRET-KEY-"):
+        raise ValueError("that is an age identity (a private key): give its public key (age-keygen -y FILE)")
+    if not _AGE_RECIPIENT.match(v):
+        raise ValueError("not an age recipient: expected age1... (age-keygen) or an ssh-ed25519/ssh-rsa public key")
+    return v
 
 
 class _Strict(BaseModel):
@@ -46,6 +60,10 @@ class SinkSettings(_Strict):
     batch_size: int = Field(5000, ge=1, le=100_000, description="Points per POST.")
     flush_interval: float = Field(1.0, gt=0, le=60, description="Seconds between POSTs once caught up.")
     timeout: float = Field(10.0, gt=0, description="Seconds per HTTP request.")
+    tags: dict[Annotated[str, Field(pattern=TAG_PATTERN)], Annotated[str, Field(pattern=TAG_PATTERN)]] = Field(
+        default_factory=dict,
+        description="Tags added to every point sent here, not stored locally (a central sink: station = <host>).",
+    )
 
 
 class SpoolSettings(_Strict):
@@ -90,6 +108,14 @@ class BackupSettings(_Strict):
     work_dir: Path = Field(Path("/var/cache/fieldstation-backup"), description="Local staging (the data drive).")
     sd_device: Path = Field(Path("/dev/mmcblk0"), description="The card read by --sd-image.")
     verify_max_age_h: float = Field(30.0, gt=0, description="The drill fails when the latest backup is older.")
+    age_recipients: list[Annotated[str, AfterValidator(_age_recipient)]] = Field(
+        default_factory=list,
+        description="age public keys: the config files that hold secrets go to the share encrypted to them (else not"
+        " at all). Public keys only: the user keeps the identity (private key) off the Pi.",
+    )
+    smb_encrypt: Literal["auto", "required"] = Field(
+        "auto", description="SMB3 encryption: auto = whenever the server offers it; required = refuse a server without."
+    )
 
     @model_validator(mode="after")
     def _some_rotation(self) -> BackupSettings:

@@ -24,6 +24,7 @@ import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from fieldstation.fleet import auth_refused, tagger
 from fieldstation.reading import Route, routed
 from fieldstation.settings import SinkSettings
 from fieldstation.spool import Spool
@@ -189,7 +190,7 @@ class InfluxWriter:
             return
         self.close()
         msg = f"{self.settings.url} answered {resp.status}: {text[:300]}"
-        permanent, too_large = classify(resp.status)
+        permanent, too_large = (False, False) if auth_refused(resp.status, text) else classify(resp.status)
         raise WriteError(msg, permanent=permanent, too_large=too_large, reason=f"{resp.status}: {text[:300]}")
 
 
@@ -215,6 +216,7 @@ class SinkWorker:
         self.writer = InfluxWriter(settings)
         self.direct = InfluxWriter(settings.model_copy(update={"timeout": min(settings.timeout, DIRECT_TIMEOUT)}))
         self.state = SinkState(settings.name)
+        self._tag = tagger(settings.tags)  # a central sink's station tag, added as each line leaves
         self._stop = threading.Event()
         self._batch = settings.batch_size
         self._max_body = MAX_BODY
@@ -260,7 +262,8 @@ class SinkWorker:
         try:
             for (rp, db), group in routed(lines):
                 route = (None, None) if central else (rp, db)
-                for chunk in self._chunks(group):
+                tagged = group if self._tag is None else self._tag(group)
+                for chunk in self._chunks(tagged):
                     self._post(writer, chunk, route, split=split)
                     done += len(chunk)
         except WriteError as exc:
