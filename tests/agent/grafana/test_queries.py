@@ -101,7 +101,8 @@ def ups_lines(T: int) -> tuple[list[str], list[tuple[int, float, bool, float]], 
         ns = t * 1_000_000
         lines.append(f"nut,sensor=ups,unit=% battery_charge={charge},ups_load={load} {ns}")
         lines.append(f"nut,sensor=ups,unit=V input_voltage=230.0,output_voltage=229.5 {ns}")
-        lines.append(f"nut,sensor=ups,unit=s battery_runtime={3000.0 * charge / 100}" +
+        runtime = 3000.0 * charge / 100
+        lines.append(f"nut,sensor=ups,unit=s battery_runtime={runtime}" + (f",runtime_left={runtime}" if ob else "") +
                      (",outage_s=5400" if t == last_ob + MIN else "") + f" {ns}")
         lines.append(f'nut,sensor=ups status="{status}",on_line={str(not ob).lower()},'
                      f"on_battery={str(ob).lower()}{event} {ns}")
@@ -210,7 +211,7 @@ def only(result: list[dict[str, Any]]) -> Any:
 # -- every query runs ----------------------------------------------------------------------------------
 
 #: Panels that are empty on this station by design (the seeded UPS reports no ups.realpower).
-EMPTY_BY_DESIGN = ("ups.realpower",)
+EMPTY_BY_DESIGN = ("ups.realpower", "runtime_left")  # no realpower seeded; at T the UPS is on wall power
 
 
 def test_every_rendered_query_runs_and_finds_the_seeded_data(station: Station) -> None:
@@ -307,8 +308,18 @@ def test_status_charge_load_and_runtime_now_as_the_ups_page_showed(station: Stat
         latest = max(t for t, *_ in station.ups if t <= at)
         load = next(ld for t, ld, _, _ in station.ups if t == latest)
         assert only(rows(station, target(station, "fieldstation-ups", "Load now"), **kw)) == load
-        runtime = only(rows(station, target(station, "fieldstation-ups", "Runtime (NUT's estimate)"), **kw))
-        assert math.isclose(runtime, 3000.0 * charge / 100, rel_tol=1e-9)
+    runtime_panel = next(p for p in boards["fieldstation-ups"]["panels"] if p["title"] == "Runtime left on battery")
+    on_battery = rows(station, target(station, "fieldstation-ups", "Runtime left on battery"), from_ms=last - 3600_000,
+                      to_ms=last)
+    assert math.isclose(only(on_battery), 3000.0 * (100 - 90 * 0.75) / 100, rel_tol=1e-9)
+    # On wall power: no value (Grafana shows the panel's noValue), though the range holds the outage's readings.
+    for at in (station.T, last + 3 * MIN):
+        assert rows(station, target(station, "fieldstation-ups", "Runtime left on battery"), from_ms=at - DAY,
+                    to_ms=at) == []
+        to_shutdown = rows(station, target(station, "fieldstation-ups", "Runtime to shutdown at 20 %"),
+                           from_ms=at - DAY, to_ms=at)
+        assert all(v is None for r in to_shutdown for k, v in r.items() if k != "time")  # Grafana: noValue
+    assert runtime_panel["fieldConfig"]["defaults"]["noValue"] == "on wall power"
 
 
 # -- energy -------------------------------------------------------------------------------------------

@@ -79,6 +79,14 @@ def test_decode_keeps_numbers_and_flags_and_skips_driver_variables() -> None:
     assert "driver_parameter_pollinterval" not in fields and "ups_model" not in fields
 
 
+def test_runtime_left_is_written_only_on_battery_in_the_runtime_s_point() -> None:
+    on_battery = decode({"ups.status": "OB DISCHRG", "battery.runtime": "2400"})
+    assert on_battery["runtime_left"] == on_battery["battery_runtime"] == 2400.0
+    assert "runtime_left" not in decode({"ups.status": "OL", "battery.runtime": "2400"})
+    assert "runtime_left" not in decode({"ups.status": "OB", "battery.runtime": "unknown"})
+    assert Nut(name="ups", ups="dummy").unit_of("runtime_left") == "s"  # one point with battery_runtime
+
+
 def test_events_are_status_transitions() -> None:
     assert events({"OL"}, {"OB", "DISCHRG"}) == ["power_cut"]
     assert events({"OB", "DISCHRG"}, {"OB", "LB"}) == ["low_battery"]

@@ -165,6 +165,10 @@ BOOL_MAPPINGS = [
 ]
 
 
+#: A UPS's runtime left is shown while its last on-battery reading is at most this many read intervals old.
+RUNTIME_FRESH_INTERVALS = 2.5
+
+
 def ups(nuts: list[Sensor], gs: GrafanaSettings) -> dict[str, Any] | None:
     if not nuts:
         return None
@@ -182,13 +186,25 @@ def ups(nuts: list[Sensor], gs: GrafanaSettings) -> dict[str, Any] | None:
             minmax=(0, 100),
         )
         grid.add(charge, 4, 5)
-        grid.add(stat("Runtime (NUT's estimate)", [target("A", q.last(m, n, "battery_runtime"))], "s"), 4, 5)
+        fresh = RUNTIME_FRESH_INTERVALS * s.interval
+        grid.add(
+            stat(
+                "Runtime left on battery",
+                [target("A", q.runtime_left(m, n, fresh))],
+                "s",
+                no_value="on wall power",
+                description="NUT's estimate (battery.runtime), shown only while the UPS runs on battery.",
+            ),
+            4,
+            5,
+        )
         grid.add(
             stat(
                 f"Runtime to shutdown at {cfg.shutdown_charge:g} %",
-                [target("A", q.runtime_to_shutdown(m, n, cfg.shutdown_charge))],
+                [target("A", q.runtime_to_shutdown(m, n, cfg.shutdown_charge, fresh))],
                 "s",
-                description="NUT's runtime estimate scaled to the charge left above the shutdown threshold.",
+                no_value="on wall power",
+                description="The runtime left scaled to the charge left above the shutdown threshold, on battery.",
             ),
             4,
             5,

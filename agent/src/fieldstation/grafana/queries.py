@@ -98,11 +98,20 @@ def outage_lengths(measurement: str, sensor: str) -> str:
     return f'SELECT "outage_s" FROM {RAW}.{ident(measurement)} WHERE {_where(sensor)}'  # noqa: S608
 
 
-def runtime_to_shutdown(measurement: str, sensor: str, shutdown_charge: float) -> str:
-    """NUT's runtime estimate scaled to the charge left above the shutdown threshold (linear discharge)."""
+def runtime_left(measurement: str, sensor: str, fresh_s: float) -> str:
+    """NUT's runtime estimate while the UPS is on battery: the driver writes ``runtime_left`` only then, so a reading
+    older than ``fresh_s`` (a few intervals) means the UPS is back on wall power, and the panel shows nothing."""
     return (
-        f'SELECT last("battery_runtime") * (last("battery_charge") - {shutdown_charge:g}) / last("battery_charge") '  # noqa: S608
-        f"FROM {RAW}.{ident(measurement)} WHERE {_where(sensor)}"
+        f'SELECT last("runtime_left") FROM {RAW}.{ident(measurement)} '  # noqa: S608
+        f"WHERE {_where(sensor)} AND time > now() - {fresh_s:g}s"
+    )
+
+
+def runtime_to_shutdown(measurement: str, sensor: str, shutdown_charge: float, fresh_s: float) -> str:
+    """The runtime left scaled to the charge left above the shutdown threshold (linear discharge), on battery only."""
+    return (
+        f'SELECT last("runtime_left") * (last("battery_charge") - {shutdown_charge:g}) / last("battery_charge") '  # noqa: S608
+        f"FROM {RAW}.{ident(measurement)} WHERE {_where(sensor)} AND time > now() - {fresh_s:g}s"
     )
 
 

@@ -44,8 +44,9 @@ DASHBOARD_FIELDS = ("battery_charge", "battery_runtime", "ups_load", "input_volt
 #: A number as NUT drivers print one: "230.1", "042.7", "024", "-1.5e3"; some print a decimal comma ("21,52").
 NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?")
 
-#: Fields the driver makes itself, with their units.
-OWN_UNITS = {"outage_s": "s"}
+#: Fields the driver makes itself, with their units. ``runtime_left`` is ``battery.runtime`` written only while the
+#: UPS is on battery (OB), so a dashboard can show the runtime left when it matters and nothing on wall power.
+OWN_UNITS = {"outage_s": "s", "runtime_left": "s"}
 
 
 def field_name(variable: str) -> str:
@@ -66,7 +67,8 @@ def decode(variables: dict[str, str]) -> dict[str, float | bool | str]:
 
     A variable NUT defines as a number becomes a float field; one NUT defines as text (serial, firmware, dates,
     ``ups.id``, ``ups.model``) is not stored, whatever it looks like; a variable NUT does not name (a driver's own)
-    is stored when its value is a plain number. ``ups.status`` becomes ``status`` plus one bool per status flag.
+    is stored when its value is a plain number. ``ups.status`` becomes ``status`` plus one bool per status flag, and
+    on battery ``battery_runtime`` is copied to ``runtime_left``.
     """
     fields: dict[str, float | bool | str] = {}
     for name, value in sorted(variables.items()):
@@ -84,6 +86,8 @@ def decode(variables: dict[str, str]) -> dict[str, float | bool | str]:
         fields["status"] = status
         for token, flag in STATUS_FLAGS.items():
             fields[flag] = token in tokens
+        if "OB" in tokens and "battery_runtime" in fields:
+            fields["runtime_left"] = fields["battery_runtime"]
     return fields
 
 
