@@ -145,10 +145,10 @@ class VictoriaMetrics(_Process):
             for t in s["timestamps"]
         )
 
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        """An instant query (MetricsQL) through /api/v1/query: the result vector."""
+    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+        """An instant query (MetricsQL) through /api/v1/query at ``at`` (Unix seconds; now): the result vector."""
         self.flush()
-        query = urllib.parse.urlencode({"query": promql})
+        query = urllib.parse.urlencode({"query": promql, **({"time": f"{at:.3f}"} if at is not None else {})})
         status, body = _get(f"{self.url}/api/v1/query?{query}", 30)
         assert status == 200, f"query {promql}: {status} {body[:300]!r}"
         return list(json.loads(body)["data"]["result"])
@@ -187,12 +187,16 @@ class VMAuth(_Process):
         except OSError:
             return False
 
-    def revoke(self, user: str) -> None:
-        """Remove ``user`` from the config and have vmauth re-read it (SIGHUP)."""
-        del self.users[user]
+    def reload(self) -> None:
+        """Write ``users`` to the config and, when running, have vmauth re-read it (SIGHUP)."""
         self._write_config()
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGHUP)
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGHUP)
+
+    def revoke(self, user: str) -> None:
+        """Remove ``user``: vmauth refuses its credential from the reload on."""
+        del self.users[user]
+        self.reload()
 
     def accepts(self, user: str, password: str) -> int:
         """The status vmauth answers a write of nothing with this credential."""
