@@ -374,26 +374,18 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_upload_server(args: argparse.Namespace) -> int:
-    """POST /upload/<source>: files ingested at once into the agent's spool."""
+    """POST /upload/<source>: files handed to the agent's inbox, answered with its report."""
     import signal
 
-    from fieldstation.ingest.inbox import Inbox
-    from fieldstation.ingest.upload import serve
-    from fieldstation.spool import Spool
+    from fieldstation.ingest.upload import load_upload_settings, serve
 
-    settings = _settings(args)
-    if settings.ingest is None or not any(s.token for s in settings.ingest.sources):
-        raise ConfigError(f"{args.settings or 'agent.toml'}: no [ingest] source has an upload token")
-    spool = Spool(settings.spool.path, max_bytes=settings.spool.max_bytes, sinks=[s.name for s in settings.sinks])
-    inbox = Inbox(settings.ingest, append=spool.append)
-    server = serve(settings.ingest, inbox, args.host, args.port)
+    server = serve(load_upload_settings(args.settings), args.host, args.port)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     print(f"upload endpoint on http://{args.host}:{server.server_address[1]}/upload/<source>", flush=True)
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
         server.server_close()
-        spool.close()
     return 0
 
 
@@ -541,7 +533,7 @@ def build_parser(features: bool = True) -> argparse.ArgumentParser:
     sp = add("upload-server", cmd_upload_server, "Serve POST /upload/<source> for file drops over HTTP.")
     sp.add_argument("--host", default="0.0.0.0", help="listen address (default all: building servers are on the LAN)")  # noqa: S104
     sp.add_argument("--port", type=int, default=8080, help="Siemens Insight servers reach only 80, 8080 or 8081")
-    sp.add_argument("--settings", type=Path, help=settings_help)
+    sp.add_argument("--settings", type=Path, help="its own settings (default /etc/fieldstation-upload/upload.toml)")
 
     sp = add("simulate", cmd_simulate, "Start device simulators (Modbus, Arduino, HTTP JSON) and write a config.py.")
     sp.add_argument("--dir", type=Path, default=Path("fieldstation-sim"), help="where config.py goes")
