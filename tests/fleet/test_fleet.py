@@ -1,7 +1,8 @@
 """A fleet against the real engine: three `fieldstation run` processes, each with its own spool and credential,
-forwarding through a real vmauth to a real VictoriaMetrics on loopback. The central server goes away for a while
-and comes back; one station's credential is revoked and given back; then every station's readings are counted
-through VictoriaMetrics' export API against what that station acknowledged: nothing lost, nothing doubled.
+forwarding over HTTPS through a real vmauth to a real VictoriaMetrics on loopback. The central server goes away
+for a while and comes back; one station's credential is revoked and given back; then every station's readings are
+counted through VictoriaMetrics' export and query APIs against what that station acknowledged: nothing lost,
+nothing doubled.
 
 What a station acknowledged is read from its spool: a second sink that never answers keeps every acknowledged
 point there (the spool deletes only what every sink confirmed), so the spool is the station's own record.
@@ -56,7 +57,13 @@ class Station:
             # never answers: keeps every acknowledged point in the spool, the station's record of them
             f'[[sinks]]\nname = "record"\nurl = "http://127.0.0.1:{free_port()}"\ntimeout = 1\n'
         )
-        self.proc: subprocess.Popen[bytes] | None = start_agent_process(settings, self.log)
+        self.settings = settings
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, cert: Path) -> None:
+        # The central server's self-signed certificate, trusted as the agent role makes a station trust it (there
+        # through the system's store, here through OpenSSL's SSL_CERT_FILE).
+        self.proc = start_agent_process(self.settings, self.log, env={"SSL_CERT_FILE": str(cert)})
 
     def _db(self) -> sqlite3.Connection:
         return sqlite3.connect(f"file:{self.spool}?mode=ro", uri=True, timeout=10)
@@ -97,12 +104,14 @@ def fleet(tmp_path: Path) -> Iterator[tuple[VictoriaMetrics, VMAuth, dict[str, S
     stations: dict[str, Station] = {}
     try:
         # Passwords are the stations' own: create them first, then vmauth with one user per station.
-        auth = VMAuth(tmp_path / "vmauth", vm.url, {})
+        auth = VMAuth(tmp_path / "vmauth", vm.url, {}, tls=True)
         for name in STATIONS:
             stations[name] = Station(tmp_path, name, auth.url)
             auth.users[name] = stations[name].password
         auth.reload()
         auth.start()
+        for station in stations.values():
+            station.start(auth.cert)
         yield vm, auth, stations
     finally:
         for station in stations.values():

@@ -24,6 +24,7 @@ import base64
 import json
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -48,9 +49,9 @@ def _binary(name: str) -> str:
     return path
 
 
-def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+def _get(url: str, timeout: float = 5.0, context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as r:
             return int(r.status), r.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -155,35 +156,52 @@ class VictoriaMetrics(_Process):
 
 
 class VMAuth(_Process):
-    """``vmauth`` proxying to ``backend`` with one user per ``users`` entry (name → password)."""
+    """``vmauth`` proxying ``/write`` and ``/ping`` to ``backend`` with one user per ``users`` entry (name →
+    password), as the central role configures it. ``tls``: HTTPS with a self-signed certificate for 127.0.0.1
+    (``cert``), made here with openssl as the role makes one; clients trust it through ``SSL_CERT_FILE``."""
 
     name = "vmauth"
 
-    def __init__(self, root: Path, backend: str, users: dict[str, str]) -> None:
+    def __init__(self, root: Path, backend: str, users: dict[str, str], *, tls: bool = False) -> None:
         super().__init__(root)
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.backend = backend
         self.config = self.root / "auth.yml"
         self.users = dict(users)
+        self.cert = self.root / "central.crt"
+        self.key = self.root / "central.key"
+        self.context: ssl.SSLContext | None = None
+        if tls:
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                 "-keyout", str(self.key), "-out", str(self.cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                 "-addext", "subjectAltName=IP:127.0.0.1"],
+                check=True,
+                capture_output=True,
+            )  # fmt: skip
+            self.context = ssl.create_default_context(cafile=str(self.cert))
         self._write_config()
 
     def _write_config(self) -> None:
         # JSON is YAML: no quoting rules to get wrong for passwords.
-        users = [{"username": u, "password": p, "url_prefix": self.backend} for u, p in self.users.items()]
+        routes = [{"src_paths": ["/write", "/ping"], "url_prefix": self.backend}]
+        users = [{"username": u, "password": p, "url_map": routes} for u, p in self.users.items()]
         self.config.write_text(json.dumps({"users": users}, indent=2))
         self.config.chmod(0o600)
 
     def args(self) -> list[str]:
+        tls = ["-tls", f"-tlsCertFile={self.cert}", f"-tlsKeyFile={self.key}"] if self.context else []
         return [
             _binary("vmauth"),
             f"-auth.config={self.config}",
             f"-httpListenAddr=127.0.0.1:{self.port}",
+            *tls,
             "-loggerLevel=WARN",
         ]
 
     def ready(self) -> bool:
         try:
-            return _get(f"{self.url}/health", 1)[0] == 200
+            return _get(f"{self.url}/health", 1, self.context)[0] == 200
         except OSError:
             return False
 
@@ -205,7 +223,7 @@ class VMAuth(_Process):
             "Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         )
         try:
-            with urllib.request.urlopen(req, timeout=5) as r:
+            with urllib.request.urlopen(req, timeout=5, context=self.context) as r:
                 return int(r.status)
         except urllib.error.HTTPError as exc:
             return exc.code
