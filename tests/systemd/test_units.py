@@ -67,6 +67,8 @@ EXPOSURE = {
     "fieldstation-influx-setup.service": 1.1,
     "fieldstation-simulate.service": 1.1,
     "fieldstation-upload.service": 1.4,
+    "victoria-metrics.service": 1.1,  # role central (issue 20): replaces the Debian package's unsandboxed unit
+    "vmauth.service": 1.1,  # role central: the package ships none
 }
 GOAL = 2.0
 # First boot and growroot edit the system itself (the reasons are in the units): held to 5.0.
