@@ -405,12 +405,12 @@ def test_ads1115_a_chip_that_does_not_hold_its_config_is_not_an_ads1115(bus: Fak
     ("options", "message"),
     [
         ({"chip": "bme280", "address": 0x44}, "address 0x44 is not one a BME280 answers on (0x76, 0x77)"),
-        ({"chip": "sht4x", "address": 0x47}, "address 0x47 is not one a SHT4x answers on (0x44, 0x45, 0x46)"),
+        ({"chip": "sht4x", "address": 0x47}, "address 0x47 is not one an SHT4x answers on (0x44, 0x45, 0x46)"),
         ({"chip": "ads1115", "channels": ["a4"]}, "channel 'a4' is not an ADS1115 input"),
         ({"chip": "ads1115", "channels": ["a0", "a0"]}, "name an input twice"),
         ({"chip": "ads1115", "full_scale": 5.0}, "full_scale 5 V is not a PGA range"),
         ({"chip": "ads1115", "data_rate": 100}, "data_rate 100 is not one of the ADS1115's"),
-        ({"chip": "sht3x", "channels": ["a0"]}, "channels is an ADS1115 option; a SHT3x has none"),
+        ({"chip": "sht3x", "channels": ["a0"]}, "channels is an ADS1115 option; an SHT3x has none"),
         ({"chip": "ads1115", "oversampling": 4}, "oversampling is a BME280/BMP280 option"),
         ({"chip": "bme280", "oversampling": 3}, "oversampling"),
         ({"chip": "bme680"}, "chip"),
@@ -430,7 +430,12 @@ def test_defaults_units_and_the_bus_key() -> None:
     assert sensor.measurement_name == "i2c"
     assert sensor.bus == "i2c:1"
     assert I2c(name="a", chip="ads1115", channels=["a2"]).declared_fields() == ["a2"]
-    assert I2c(name="p", chip="bme280", unit={"pressure": "hPa"}).unit == {"pressure": "hPa"}
+    assert I2c(name="p", chip="bme280", unit={"pressure": "mbar"}).unit == {
+        "temperature": "°C",
+        "pressure": "mbar",
+        "humidity": "%",
+    }
+    assert I2c(name="s", chip="sht3x", unit="K").unit == "K"
 
 
 def test_nack_errnos_are_what_i2c_dev_raises() -> None:

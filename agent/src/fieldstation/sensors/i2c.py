@@ -44,6 +44,8 @@ Chip = Literal["bme280", "bmp280", "sht3x", "sht4x", "ads1115"]
 @dataclass(frozen=True, slots=True)
 class ChipInfo:
     title: str
+    #: "a" or "an" before the title, as it is spoken ("an SHT3x", "an ADS1115", "a BME280").
+    article: str
     #: The addresses the chip can be strapped to; the first is the default.
     addresses: tuple[int, ...]
     #: (field, unit) of what one read returns; the ADS1115's come from its ``channels``.
@@ -53,11 +55,11 @@ class ChipInfo:
 #: What each chip is called, where it answers and what it measures. ``fieldstation scan`` can name the likely chip
 #: of an answering address from this table.
 CHIPS: dict[str, ChipInfo] = {
-    "bme280": ChipInfo("BME280", (0x76, 0x77), (("temperature", "°C"), ("pressure", "hPa"), ("humidity", "%"))),
-    "bmp280": ChipInfo("BMP280", (0x76, 0x77), (("temperature", "°C"), ("pressure", "hPa"))),
-    "sht3x": ChipInfo("SHT3x", (0x44, 0x45), (("temperature", "°C"), ("humidity", "%"))),
-    "sht4x": ChipInfo("SHT4x", (0x44, 0x45, 0x46), (("temperature", "°C"), ("humidity", "%"))),
-    "ads1115": ChipInfo("ADS1115", (0x48, 0x49, 0x4A, 0x4B), ()),
+    "bme280": ChipInfo("BME280", "a", (0x76, 0x77), (("temperature", "°C"), ("pressure", "hPa"), ("humidity", "%"))),
+    "bmp280": ChipInfo("BMP280", "a", (0x76, 0x77), (("temperature", "°C"), ("pressure", "hPa"))),
+    "sht3x": ChipInfo("SHT3x", "an", (0x44, 0x45), (("temperature", "°C"), ("humidity", "%"))),
+    "sht4x": ChipInfo("SHT4x", "an", (0x44, 0x45, 0x46), (("temperature", "°C"), ("humidity", "%"))),
+    "ads1115": ChipInfo("ADS1115", "an", (0x48, 0x49, 0x4A, 0x4B), ()),
 }
 
 # -- BME280 / BMP280 (Bosch datasheets, §5 "Global memory map and register description") -----------------------------
@@ -359,15 +361,18 @@ class I2c(Sensor):
             self.address = info.addresses[0]
         elif self.address not in info.addresses:
             known = ", ".join(f"0x{a:02x}" for a in info.addresses)
-            raise ValueError(f"address 0x{self.address:02x} is not one a {info.title} answers on ({known})")
+            chip = f"{info.article} {info.title}"
+            raise ValueError(f"address 0x{self.address:02x} is not one {chip} answers on ({known})")
         if self.chip != "ads1115":
             for option in ("channels", "full_scale", "data_rate"):
                 if option in self.model_fields_set:
-                    raise ValueError(f"{option} is an ADS1115 option; a {info.title} has none")
+                    raise ValueError(f"{option} is an ADS1115 option; {info.article} {info.title} has none")
         if self.chip not in ("bme280", "bmp280") and "oversampling" in self.model_fields_set:
-            raise ValueError(f"oversampling is a BME280/BMP280 option; a {info.title} has none")
+            raise ValueError(f"oversampling is a BME280/BMP280 option; {info.article} {info.title} has none")
         if isinstance(self.unit, str) and not self.unit:
             self.unit = dict(self._field_units())
+        elif isinstance(self.unit, dict):  # the fields it does not name keep their own unit
+            self.unit = {**dict(self._field_units()), **self.unit}
         return self
 
     def _field_units(self) -> list[tuple[str, str]]:
