@@ -18,6 +18,7 @@ from fieldstation.firstboot import (
     apply_wifi,
     fill_secrets,
     grow_partition,
+    make_certificates,
     parse_cloud_init,
     parse_settings,
     scrub_wifi_password,
@@ -241,3 +242,42 @@ def test_growroot_refuses_a_partition_that_is_not_the_last(tmp_path: Path, capsy
     assert capsys.readouterr().out == f"fieldstation growroot: {img}: partition 1 is not the last one: not growing it\n"
     assert main(["growroot", "--image", str(tmp_path / "missing.img")]) == 1
     assert "no partition table sfdisk can read" in capsys.readouterr().out
+
+
+def test_a_requested_self_signed_certificate_is_made_once_for_the_hosts_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the grafana role asks for one with HTTPS and no certificate of the user's: made for the card's name, the
+    key readable by root and the service's group only; a second run keeps it."""
+    root = make_root(tmp_path)
+    (root / "etc/hostname").write_text("labpi\n")
+    (root / "etc/group").write_text(f"root:x:0:\ngrafana:x:{os.getgid() + 4242}:\n")
+    (root / "etc/fieldstation/certificates.d").mkdir(parents=True)
+    (root / "etc/fieldstation/certificates.d/grafana.json").write_text(json.dumps(
+        {"cert": "/etc/grafana/tls/grafana.crt", "key": "/etc/grafana/tls/grafana.key", "group": "grafana",
+         "days": 30}))
+    assert make_certificates(root) == ["etc/grafana/tls/grafana.crt"]
+    cert, key = root / "etc/grafana/tls/grafana.crt", root / "etc/grafana/tls/grafana.key"
+    shown = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-subject", "-ext", "subjectAltName"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "CN = labpi" in shown and "DNS:labpi, DNS:labpi.local, IP Address:127.0.0.1" in shown, shown
+    pair = subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout"], capture_output=True, text=True, check=True)
+    public = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-pubkey"], capture_output=True,
+                            text=True, check=True)
+    assert pair.stdout == public.stdout  # the key is the certificate's
+    assert (key.stat().st_mode & 0o777, key.stat().st_gid, cert.stat().st_mode & 0o777) == (
+        0o640, os.getgid() + 4242, 0o644)
+    assert not [p for p in key.parent.iterdir() if p.name.startswith(".")]  # no work directory left behind
+    before = cert.read_bytes()
+    assert main(["certificates", "--root", str(root)]) == 0
+    assert cert.read_bytes() == before
+    assert "every requested certificate exists" in capsys.readouterr().out
+
+
+def test_a_bad_certificate_request_is_one_line_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_root(tmp_path)
+    (root / "etc/fieldstation/certificates.d").mkdir(parents=True)
+    (root / "etc/fieldstation/certificates.d/grafana.json").write_text('{"cert": "/etc/x.crt"}')
+    assert main(["certificates", "--root", str(root)]) == 1
+    out = capsys.readouterr().out.strip()
+    assert len(out.splitlines()) == 1 and "certificates.d/grafana.json: not a certificate request" in out, out

@@ -115,6 +115,7 @@ PASSWORDS = {
     "influxdb_agent_password": "ag3nt-Secret-pw",
     "influxdb_grafana_password": "gr4fana-Secret-pw",
     "grafana_admin_password": "gr4fana-Admin-pw",
+    "grafana_secret_key": "gr4fana-Secret-key-for-tests",
 }
 SENSORS = 100  # at 1 Hz: the 100 readings/s of issue 15
 SETTLE_S = 60  # past the boot's own writes and the first writeback of dirty pages (30 s)

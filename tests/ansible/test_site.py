@@ -29,6 +29,7 @@ PASSWORDS = {
     "influxdb_grafana_password": "gr4fana-Secret-pw",
     "nut_monitor_password": "upsm0n-Secret-pw",
     "grafana_admin_password": "gr4fana-Admin-pw",
+    "grafana_secret_key": "gr4fana-Secret-key-for-tests",
 }
 
 

@@ -30,6 +30,7 @@ BUILD_VAULT = {
     "vault_influxdb_agent_password": "Vault-ag3nt-pw-image",
     "vault_influxdb_grafana_password": "Vault-gr4f-pw-image",
     "vault_grafana_admin_password": "Vault-gr4fadm-pw-image",
+    "vault_grafana_secret_key": "Vault-gr4f-secret-key-image",
 }
 
 

@@ -6,6 +6,9 @@ services start (systemd/fieldstation-firstboot.service):
 - every ``FIRSTBOOT_SECRET_<NAME>`` placeholder the image build left in /etc is replaced by a random value, the same
   value for the same name in every file (InfluxDB's users in influx-setup.toml and the agent's agent.toml, ...);
 - missing SSH host keys are generated (the build removed them);
+- the self-signed certificates that files in /etc/fieldstation/certificates.d ask for (Grafana's, for HTTPS) are
+  made for the card's hostname, so that no image carries a private key (`fieldstation certificates` does the same on
+  a station set up by Ansible);
 - per-device settings are read from the boot partition, which any computer can edit: ``fieldstation.txt``
   (KEY=value lines, a commented template ships there) and, as Raspberry Pi Imager writes them on trixie, cloud-init's
   ``user-data`` (hostname, users and their SSH keys) and ``network-config`` (Wi-Fi).
@@ -27,6 +30,7 @@ import secrets
 import shutil
 import stat
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +42,7 @@ NETWORK_CONFIG = "network-config"
 STATE_DIR = Path("var/lib/fieldstation-firstboot")  # relative to the root: stamps and the secrets in flight
 SECRET_MARK = re.compile(rb"FIRSTBOOT_SECRET_([A-Z0-9_]+)")
 SECRET_DIRS = ("etc",)  # where the image build leaves placeholders
+CERTIFICATES_DIR = Path("etc/fieldstation/certificates.d")  # relative to the root: one JSON request per certificate
 DEFAULT_USER = "admin"
 
 HOSTNAME = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -380,6 +385,49 @@ def apply_wifi(root: Path, wifi: Wifi) -> str:
     return str(path.relative_to(root))
 
 
+def _group_id(root: Path, name: str) -> int:
+    for line in (root / "etc/group").read_text().splitlines():
+        parts = line.split(":")
+        if len(parts) >= 3 and parts[0] == name:
+            return int(parts[2])
+    raise FirstbootError(f"no group {name!r} in {root / 'etc/group'}")
+
+
+def make_certificates(root: Path) -> list[str]:
+    """Makes each self-signed certificate that a request in root/etc/fieldstation/certificates.d names and that is
+    missing: ``{"cert": path, "key": path, "group": name, "days": n}``, for the host's name (CN and subjectAltName:
+    the name, name.local, 127.0.0.1), an EC P-256 key 0640 root:group, the certificate 0644. Returns the paths of the
+    certificates made; a bad request raises FirstbootError naming it."""
+    made: list[str] = []
+    for request in sorted((root / CERTIFICATES_DIR).glob("*.json")):
+        try:
+            spec = json.loads(request.read_text())
+            cert, key = (root / str(spec[k]).lstrip("/") for k in ("cert", "key"))
+            group, days = str(spec.get("group", "root")), int(spec.get("days", 3650))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise FirstbootError(f"{request}: not a certificate request ({type(exc).__name__}: {exc})") from None
+        if cert.exists() and key.exists():
+            continue
+        hostname = _check_hostname((root / "etc/hostname").read_text(), str(root / "etc/hostname"))
+        gid = _group_id(root, group)
+        key.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=key.parent, prefix=".certificate-"))  # 0700: the key is never readable
+        try:
+            _run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-noenc",
+                  "-days", str(days), "-subj", f"/CN={hostname}",
+                  "-addext", f"subjectAltName=DNS:{hostname},DNS:{hostname}.local,IP:127.0.0.1",
+                  "-keyout", str(work / "key"), "-out", str(work / "cert")])
+            os.chown(work / "key", 0, gid)
+            os.chmod(work / "key", 0o640)
+            os.chmod(work / "cert", 0o644)
+            os.replace(work / "key", key)
+            os.replace(work / "cert", cert)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        made.append(str(cert.relative_to(root)))
+    return made
+
+
 def firstboot(root: Path, boot: Path, admin: str) -> list[str]:
     """Everything the first boot does; returns the one-line errors of the settings that were skipped."""
     filled = fill_secrets(root)
@@ -401,6 +449,11 @@ def firstboot(root: Path, boot: Path, admin: str) -> list[str]:
             print(f"fieldstation firstboot: user {user.name}: {len(user.ssh_keys)} SSH key(s)")
         except FirstbootError as exc:
             errors.append(f"user {user.name}: {exc}")
+    try:
+        for path in make_certificates(root):
+            print(f"fieldstation firstboot: self-signed certificate /{path} for {settings.hostname or 'the image'}")
+    except FirstbootError as exc:
+        errors.append(str(exc))
     if settings.wifi:
         print(f"fieldstation firstboot: Wi-Fi {settings.wifi.ssid!r} ({settings.wifi.country}) in "
               f"{apply_wifi(root, settings.wifi)}")
@@ -502,6 +555,19 @@ def cmd_firstboot(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def cmd_certificates(args: argparse.Namespace) -> int:
+    try:
+        made = make_certificates(args.root)
+    except FirstbootError as exc:
+        print(f"fieldstation certificates: {exc}", flush=True)
+        return 1
+    for path in made:
+        print(f"fieldstation certificates: made /{path}")
+    if not made:
+        print("fieldstation certificates: every requested certificate exists")
+    return 0
+
+
 def cmd_growroot(args: argparse.Namespace) -> int:
     try:
         if args.image:
@@ -529,6 +595,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings_
     sp.add_argument("--root", type=Path, default=Path("/"), help="apply to this root filesystem (default /)")
     sp.add_argument("--again", action="store_true", help="run even if a first boot already happened")
     sp.set_defaults(fn=cmd_firstboot)
+    sp = sub.add_parser(
+        "certificates", help=f"make the self-signed certificates /{CERTIFICATES_DIR}/*.json ask for, if missing"
+    )
+    sp.add_argument("--root", type=Path, default=Path("/"), help="in this root filesystem (default /)")
+    sp.set_defaults(fn=cmd_certificates)
     sp = sub.add_parser("growroot", help="grow the root partition and filesystem to the end of the card")
     sp.add_argument("--image", type=Path, help="extend a partition of this image file instead (table only)")
     sp.add_argument("--partition", type=int, default=2, help="with --image: the partition number (default 2)")
