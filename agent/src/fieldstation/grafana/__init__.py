@@ -10,6 +10,10 @@ OUTDIR mirrors Grafana's provisioning tree (``/etc/grafana/provisioning``)::
     alerting/fieldstation-rules.yaml       limits, stale sensors, UPS, backups
     alerting/fieldstation-contact-points.yaml, -policies.yaml, -templates.yaml
 
+With a ``[fleet]`` section (a fleet's central server) also the VictoriaMetrics datasource (uid
+fieldstation-victoriametrics), dashboards/fieldstation/fieldstation-fleet.json and the "station went silent" rule
+(fieldstation.grafana.fleet).
+
 The same inputs give the same bytes (sorted keys, fixed uids, no timestamps), so Ansible reports a change only
 when something changed. Files of ours that a new config no longer needs (a UPS dashboard after the last UPS is
 gone) are removed.
@@ -30,7 +34,7 @@ from typing import Any
 import yaml
 
 from fieldstation.energy import EnergySettings
-from fieldstation.grafana import alerting, dashboards
+from fieldstation.grafana import alerting, dashboards, fleet
 from fieldstation.grafana import campaigns as campaigns_mod
 from fieldstation.grafana.panels import DATASOURCE_UID
 from fieldstation.grafana.settings import DEFAULT_GRAFANA_SETTINGS, Client, GrafanaSettings
@@ -139,10 +143,15 @@ def render_files(
         dashboards.pi(_kind(sensors, "pi"), gs),
         dashboards.agent(gs),
     ]
+    datasources, rules = datasource_file(gs, orgs), alerting.rules_file(sensors, nuts, gs)
+    if gs.fleet is not None:  # a fleet's central server: VictoriaMetrics, the fleet dashboard and its alert
+        datasources["datasources"].append(fleet.datasource(gs))
+        rules["groups"].append(fleet.rules_group(gs))
+        boards.append(fleet.dashboard(gs))
     out = {
-        f"datasources/{PREFIX}.yaml": yaml_text(datasource_file(gs, orgs)),
+        f"datasources/{PREFIX}.yaml": yaml_text(datasources),
         f"dashboards/{PREFIX}.yaml": yaml_text(provider_file(gs, with_campaigns=ingest is not None, orgs=orgs)),
-        f"alerting/{PREFIX}-rules.yaml": yaml_text(alerting.rules_file(sensors, nuts, gs)),
+        f"alerting/{PREFIX}-rules.yaml": yaml_text(rules),
     }
     if gs.alerts.emails:
         out |= {

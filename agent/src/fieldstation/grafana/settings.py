@@ -92,6 +92,15 @@ class Client(_Strict):
         return f"FIELDSTATION_CLIENT_{self.name.upper()}"
 
 
+class Fleet(_Strict):
+    """A fleet's central Grafana (role central): VictoriaMetrics holds every station's readings, tagged station."""
+
+    url: str = Field(
+        "http://127.0.0.1:8428", pattern=r"^https?://", description="VictoriaMetrics, as Grafana reaches it."
+    )
+    silent_after: Duration = Field("5m", description="Alert when a station's last reading is older than this.")
+
+
 class GrafanaSettings(_Strict):
     url: str = Field("http://fieldstation.local:3000", pattern=r"^https?://", description="Links in alert mails.")
     timezone: str = Field("browser", description="Dashboards' time zone.")
@@ -106,6 +115,7 @@ class GrafanaSettings(_Strict):
         "restore-drill alerts and the dashboard's Backups row rendered; without, they would alert forever.",
     )
     alerts: Alerts = Field(default_factory=Alerts)
+    fleet: Fleet | None = Field(None, description="A fleet's central server: its datasource, dashboard and alert.")
     ups: list[Ups] = Field(default_factory=list)
     clients: list[Client] = Field(default_factory=list)
     organizations: bool = Field(
