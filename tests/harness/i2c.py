@@ -86,6 +86,8 @@ class Bosch(Device):
     calibration: dict[int, int]
     measured: bytes  # the data registers after a measurement (6 bytes on a BMP280, 8 on a BME280)
     measure_s: float = 0.008  # how long a forced measurement runs here
+    nvm_s: float = 0.0  # how long after power-on the trimming registers are still being copied (they read 0)
+    mode: int = 0b00  # the power mode it was left in: 0b11 is normal mode, where config writes are ignored
     regs: bytearray = field(default_factory=lambda: bytearray(256))
     measurements: int = 0
     ctrl_hum_written: int = 0  # latched into 0xF2 by the next ctrl_meas write
@@ -94,16 +96,20 @@ class Bosch(Device):
 
     def __post_init__(self) -> None:
         self.regs[0xD0] = self.chip_id
-        for reg, value in self.calibration.items():
-            self.regs[reg] = value
+        self.regs[0xF4] = self.mode
+        self.regs[0xF5] = 0x1C if self.mode == 0b11 else 0x00  # what another program set: IIR filter ×16
         self.regs[0xF7 : 0xF7 + 8] = bytes([0x80, 0, 0, 0x80, 0, 0, 0x80, 0])  # reset values
+        self._nvm_done = time.monotonic() + self.nvm_s
 
     def _settle(self) -> None:
+        copying = time.monotonic() < self._nvm_done
+        for reg, value in self.calibration.items():
+            self.regs[reg] = 0 if copying else value
         if self._pending and time.monotonic() >= self._until:
             self.regs[0xF7 : 0xF7 + len(self._pending)] = self._pending
             self._pending = b""
             self.regs[0xF4] &= ~0b11  # back to sleep mode after a forced measurement
-        self.regs[0xF3] = 0x08 if self._pending else 0x00
+        self.regs[0xF3] = (0x08 if self._pending else 0x00) | (0x01 if copying else 0x00)
 
     def read(self, register: int, length: int) -> list[int]:
         self._settle()
@@ -116,6 +122,8 @@ class Bosch(Device):
             if reg == 0xF2:
                 self.ctrl_hum_written = value & 0b111
                 continue
+            if reg == 0xF5 and self.regs[0xF4] & 0b11 == 0b11:
+                continue  # ignored in normal mode (BME280 §5.4.6)
             self.regs[reg] = value
             if reg == 0xF4:
                 self.regs[0xF2] = self.ctrl_hum_written
@@ -232,6 +240,13 @@ class FakeBus:
     number: int = 1
     closed: bool = False
     calls: list[str] = field(default_factory=list)
+    handles: list[FakeBus] = field(default_factory=list)
+
+    def handle(self) -> FakeBus:
+        """What one ``SMBus(n)`` returns: its own file descriptor on the same bus (same devices, one call log)."""
+        h = FakeBus(self.devices, self.number, calls=self.calls)
+        self.handles.append(h)
+        return h
 
     def _device(self, addr: int) -> Device:
         if self.closed:

@@ -7,12 +7,15 @@ import errno
 import inspect
 import os
 import struct
+import threading
 from pathlib import Path
 
 import pytest
 import smbus2
 from pydantic import ValidationError
 
+from fieldstation.reading import Reading
+from fieldstation.scheduler import Scheduler
 from fieldstation.sensor import SensorError, process
 from fieldstation.sensors import i2c
 from fieldstation.sensors.i2c import (
@@ -24,6 +27,7 @@ from fieldstation.sensors.i2c import (
     decode_sht,
     parse_calibration,
 )
+from harness.agent import wait_for
 from harness.i2c import (
     Ads1115,
     Bosch,
@@ -62,15 +66,15 @@ def sht_answer(t: int, rh: int, bad: str = "") -> bytes:
 
 @pytest.fixture
 def bus(monkeypatch: pytest.MonkeyPatch) -> FakeBus:
-    """An empty bus 1 put where the driver opens /dev/i2c-N; tests plug devices in."""
+    """An empty bus 1 put where the driver opens /dev/i2c-N (each open its own handle); tests plug devices in."""
     fake = FakeBus({})
-    monkeypatch.setattr(i2c, "open_bus", lambda number: fake)
+    monkeypatch.setattr(i2c, "open_bus", lambda number: fake.handle())
     return fake
 
 
 def test_the_stand_in_has_only_methods_smbus2_has_with_their_parameters() -> None:
     for name, method in inspect.getmembers(FakeBus, inspect.isfunction):
-        if name.startswith("_"):
+        if name.startswith("_") or name == "handle":  # handle(): the test's SMBus(n), not a method of the bus
             continue
         real = getattr(smbus2.SMBus, name)
         assert list(inspect.signature(method).parameters) == list(inspect.signature(real).parameters), name
@@ -204,8 +208,10 @@ def test_bme280_forced_measurement_in_datasheet_order(bus: FakeBus) -> None:
     assert first["pressure"] == pytest.approx(1006.5327, abs=2e-4)
     assert 0 < first["humidity"] < 100
     writes = [c for c in bus.calls if c.startswith("write_byte_data")]
-    # config (filter off) once at open; then per read ctrl_hum (×2) before ctrl_meas (×2 T and P, forced mode).
+    # sleep mode and config (filter off) once at open; then per read ctrl_hum (×2) before ctrl_meas (×2 T and P,
+    # forced mode).
     assert writes == [
+        "write_byte_data 0x76 0xf4 0x00",
         "write_byte_data 0x76 0xf5 0x00",
         "write_byte_data 0x76 0xf2 0x02",
         "write_byte_data 0x76 0xf4 0x49",
@@ -214,7 +220,25 @@ def test_bme280_forced_measurement_in_datasheet_order(bus: FakeBus) -> None:
     ]
     assert "read_i2c_block_data 0x76 0xf7 8" in bus.calls
     assert "read_byte_data 0x76 0xf3" in bus.calls
-    assert bus.closed
+    assert [h.closed for h in bus.handles] == [True]
+
+
+def test_a_chip_just_powered_up_is_read_after_its_nvm_copy(bus: FakeBus) -> None:
+    # While im_update (status bit 0) is set the trimming registers are not valid yet (here they read 0).
+    bus.devices[0x76] = bme280(nvm_s=0.004)
+    sensor = I2c(name="outside", chip="bme280")
+    sensor.open()
+    assert sensor.read()["pressure"] == pytest.approx(1006.53, abs=0.01)
+
+
+def test_a_chip_left_in_normal_mode_is_put_to_sleep_before_its_config(bus: FakeBus) -> None:
+    # Another program left it measuring continuously with the IIR filter on; config writes are ignored then.
+    bus.devices[0x76] = chip = bme280(mode=0b11)
+    sensor = I2c(name="outside", chip="bme280")
+    sensor.open()
+    assert chip.regs[0xF5] == 0x00, "filter off"
+    assert sensor.read()["temperature"] == pytest.approx(25.08, abs=0.01)
+    assert chip.measurements == 1
 
 
 def test_a_measurement_slower_than_the_datasheet_maximum_is_waited_for(bus: FakeBus) -> None:
@@ -278,7 +302,7 @@ def test_a_wrong_chip_id_is_one_clear_error(bus: FakeBus, chip: str, chip_id: in
     with pytest.raises(SensorError) as exc:
         sensor.open()
     assert str(exc.value) == message
-    assert bus.closed, "a failed open leaves no file descriptor behind"
+    assert [h.closed for h in bus.handles] == [True], "a failed open leaves no file descriptor behind"
 
 
 @pytest.mark.parametrize(
@@ -332,7 +356,6 @@ def test_a_device_lost_mid_way_is_reported_and_reopened(bus: FakeBus) -> None:
         sensor.read()
     sensor.close()  # what the scheduler does after a failure, then open again with backoff
     bus.devices[0x76] = chip
-    bus.closed = False
     sensor.open()
     assert sensor.read()["temperature"] == pytest.approx(25.08, abs=0.01)
 
@@ -396,6 +419,39 @@ def test_ads1115_a_chip_that_does_not_hold_its_config_is_not_an_ads1115(bus: Fak
     bus.devices[0x48] = Other()
     with pytest.raises(SensorError, match=r"config reads 0x8000 after 0xc383 was written: another chip"):
         I2c(name="analog", chip="ads1115").read()
+
+
+def test_the_scheduler_reads_two_chips_of_one_bus_and_recovers_from_a_lost_one(bus: FakeBus) -> None:
+    bus.devices[0x76] = bme = bme280()
+    bus.devices[0x44] = Sensirion(kind="sht3x", answer=sht_answer(0x6666, 0x8000))
+    readings: list[Reading] = []
+    lock = threading.Lock()
+
+    def emit(batch: list[Reading]) -> None:
+        with lock:
+            readings.extend(batch)
+
+    def seen(sensor: str, field: str) -> int:
+        with lock:
+            return sum(1 for r in readings if r.tags["sensor"] == sensor and field in r.fields)
+
+    outside = I2c(name="outside", chip="bme280", interval=0.2)
+    room = I2c(name="room", chip="sht3x", interval=0.2)
+    assert outside.bus == room.bus, "one thread for the bus"
+    sched = Scheduler([outside, room], emit)
+    with sched.running():
+        wait_for(lambda: seen("outside", "humidity") > 0 and seen("room", "humidity") > 0, 10, "both chips read")
+        del bus.devices[0x76]  # its connector pulled
+        wait_for(lambda: sched.states["outside"].errors > 0, 10, "the lost chip's error to be counted")
+        assert sched.states["outside"].last_error == (
+            "SensorError: BME280 at 0x76 on /dev/i2c-1: no answer while writing ctrl_hum (Remote I/O error): check the "
+            "wiring and the address (i2cdetect -y 1)"
+        )
+        before = seen("room", "humidity")
+        wait_for(lambda: seen("room", "humidity") > before, 10, "the other chip to be read on")
+        bus.devices[0x76] = bme
+        after = seen("outside", "humidity")
+        wait_for(lambda: seen("outside", "humidity") > after, 30, "the chip to be read again after a reopen")
 
 
 # -- options -----------------------------------------------------------------------------------------------------

@@ -83,6 +83,10 @@ CALIB_TP_FORMAT = "<HhhHhhhhhhhh"
 OVERSAMPLING = {1: 0b001, 2: 0b010, 4: 0b011, 8: 0b100, 16: 0b101}
 FORCED_MODE = 0b01
 STATUS_MEASURING = 0x08
+STATUS_IM_UPDATE = 0x01  # the trimming parameters are being copied from NVM (at power-on and after a reset)
+#: Start-up time (BME280 Table 1, BMP280 Table 2: 2 ms): the NVM copy is done by then.
+STARTUP_MS = 2.0
+SLEEP_MODE = 0b00
 #: A raw value still at its reset value: the measurement was skipped or never ran (BME280 §5.4.7..5.4.9).
 SKIPPED_20BIT = 0x80000
 SKIPPED_16BIT = 0x8000
@@ -447,13 +451,15 @@ class I2c(Sensor):
                 ) from None
             raise SensorError(f"{self.where}: {what} failed: {exc.strerror or exc}") from None
 
-    def _wait(self, done: Callable[[], bool], max_ms: float, what: str) -> None:
-        """Sleep the datasheet's longest duration, then poll ``done`` for up to WAIT_FACTOR times that."""
+    def _wait(self, done: Callable[[], bool], max_ms: float, what: str, poll_ms: float | None = None) -> None:
+        """Sleep ``max_ms`` (the datasheet's longest duration), then poll ``done`` for up to WAIT_FACTOR times
+        ``poll_ms`` (default ``max_ms``) more."""
         time.sleep(max_ms / 1000.0)
-        deadline = time.monotonic() + WAIT_FACTOR * max_ms / 1000.0
+        limit_ms = WAIT_FACTOR * (max_ms if poll_ms is None else poll_ms)
+        deadline = time.monotonic() + limit_ms / 1000.0
         while not done():
             if time.monotonic() > deadline:
-                raise SensorError(f"{self.where}: {what} did not finish within {WAIT_FACTOR + 1:g}× its {max_ms:g} ms")
+                raise SensorError(f"{self.where}: {what} did not finish within {max_ms + limit_ms:g} ms")
             time.sleep(POLL_S)
 
     def _open_bosch(self) -> None:
@@ -465,6 +471,13 @@ class I2c(Sensor):
             expected = next(i for i, c in BOSCH_CHIP_IDS.items() if c == self.chip)
             hint = f": it is a {CHIPS[found].title}, set chip={found!r}" if found else ": another chip at this address?"
             raise SensorError(f"{self.where}: chip id 0x{chip_id:02x}, expected 0x{expected:02x}{hint}")
+        # A chip just powered up (or reset) is still copying its trimming parameters to the registers read below.
+        self._wait(
+            lambda: not self._io("reading status", lambda: bus.read_byte_data(addr, regs["status"])) & STATUS_IM_UPDATE,
+            0.0,
+            "the copy of the calibration from NVM",
+            poll_ms=STARTUP_MS,
+        )
         tp = bytes(self._io("reading the calibration", lambda: bus.read_i2c_block_data(addr, regs["calib_tp"], 24)))
         if self.chip == "bme280":
             h1 = self._io("reading the calibration", lambda: bus.read_byte_data(addr, regs["calib_h1"]))
@@ -473,7 +486,9 @@ class I2c(Sensor):
         else:
             self._calibration = parse_calibration(tp)
         # Filter off, standby irrelevant in forced mode: every read is one fresh measurement (BME280 §3.5.1, the
-        # weather-monitoring setting). config is written in sleep mode, where writes to it are not ignored.
+        # weather-monitoring setting). Writes to config may be ignored in normal mode (§5.4.6), where another program
+        # may have left the chip: sleep mode first.
+        self._io("writing ctrl_meas", lambda: bus.write_byte_data(addr, regs["ctrl_meas"], SLEEP_MODE))
         self._io("writing config", lambda: bus.write_byte_data(addr, regs["config"], 0x00))
 
     def _read_bosch(self) -> dict[str, float]:
