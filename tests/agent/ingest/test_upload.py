@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -345,3 +347,28 @@ def test_an_empty_or_short_token_in_agent_toml_is_refused_in_one_line_without_ec
     assert message == f"{settings}: ingest.sources.0.token: an upload token needs 12 characters or more (omit it " \
                       "for no upload)"
     assert "short-token" not in message
+
+
+def test_the_command_serves_from_upload_toml_alone(tmp_path: Path) -> None:
+    """`fieldstation upload-server` reads only its own settings (no agent.toml, no spool: the unit's user cannot read
+    them), and hands the file to the inbox folder."""
+    (tmp_path / "inbox/siemens").mkdir(parents=True)
+    path = tmp_path / "upload.toml"
+    path.write_text(f'root = "{tmp_path}"\nreport_timeout = 0\n[[sources]]\nname = "siemens"\ntoken = "{TOKEN}"\n')
+    command = [str(Path(sys.executable).parent / "fieldstation"), "upload-server", "--host", "127.0.0.1", "--port",
+               "0", "--settings", str(path)]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # nothing points at an agent.toml
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line.startswith("upload endpoint on http://127.0.0.1:"), line
+            e = Endpoint.__new__(Endpoint)
+            e.port = int(line.rsplit(":", 1)[1].split("/", 1)[0])
+            status, body = e.post("/upload/siemens", trend_report(25), filename="cli.csv")
+            assert status == 202 and body["file"] == "siemens/cli.csv", body
+            assert (tmp_path / "inbox/siemens/cli.csv").read_bytes() == trend_report(25)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    assert proc.returncode == 0
