@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import re
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from fieldstation.backup.share import Share, ShareError, read_credentials
+from harness import samba as harness_samba
 from harness.samba import Samba, requires_samba
 
 pytestmark = requires_samba
@@ -60,3 +63,52 @@ def test_credentials_must_be_private(tmp_path: Path) -> None:
     path.write_text("password=p\n")
     with pytest.raises(ShareError, match="needs username= and password="):
         read_credentials(path)
+
+
+def _server_sees(samba: Samba) -> tuple[str, str]:
+    """smbd's own view (smbstatus): the encryption of our user's session, and of its connection to the share."""
+    out = subprocess.run(["smbstatus", "-s", str(samba.root / "smb.conf")], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    session = next(line.split() for line in out if f" {samba.user} " in line)
+    tcon = next(line.split() for line in out if line.startswith("backup "))
+    return session[session.index("SMB3_11") + 1], tcon[-2]
+
+
+def test_smb3_encryption_is_asked_for_when_the_server_offers_it(samba: Samba, tmp_path: Path) -> None:
+    """Samba's default offers encryption without demanding it: smbprotocol alone would stay in clear; the share
+    asks for it, and smbd reports the session encrypted."""
+    import smbclient
+
+    creds = read_credentials(samba.credentials_file(tmp_path / "cred"))
+    plain: dict[str, object] = {}
+    session = smbclient.register_session("127.0.0.1", samba.user, samba.password, port=samba.port,
+                                         connection_cache=plain)
+    try:
+        assert not session.encrypt_data  # what smbprotocol does by itself with this server
+        assert session.connection.supports_encryption
+    finally:
+        smbclient.reset_connection_cache(connection_cache=plain)
+    with Share(samba.url(), creds, port=samba.port, timeout=5) as share:
+        share.put(io.BytesIO(b"x"), "probe")
+        assert share.encrypted and share.describe() == "SMB 3.1.1, encrypted"
+        session, tcon = _server_sees(samba)
+        # "partial": smbd does not demand it for every session (its default); this one and its share are encrypted.
+        assert re.fullmatch(r"partial\(AES-(128|256)-(GCM|CCM)\)", session), session
+        assert re.fullmatch(r"AES-(128|256)-(GCM|CCM)", tcon), tcon
+
+
+def test_a_server_without_encryption(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto: the backup still goes (and the journal says it went in clear); required: refused in one line."""
+    monkeypatch.setattr(harness_samba, "CONF", harness_samba.CONF.replace(
+        "[backup]", "  server smb encrypt = off\n[backup]", 1))
+    with harness_samba.running_samba(tmp_path / "smb") as samba:
+        creds = read_credentials(samba.credentials_file(tmp_path / "cred"))
+        with Share(samba.url(), creds, port=samba.port, timeout=5) as share:
+            share.put(io.BytesIO(b"x"), "probe")
+            assert not share.encrypted
+            assert share.describe() == "SMB 3.1.1, NOT encrypted (the server offers no SMB3 encryption)"
+            assert _server_sees(samba) == ("-", "-")  # smbd: no encryption
+        with pytest.raises(ShareError) as err:
+            Share(samba.url(), creds, port=samba.port, timeout=5, encrypt="required").connect()
+        assert str(err.value) == (f"//127.0.0.1/backup: cannot connect to 127.0.0.1:{samba.port}: the server offers "
+                                  "no SMB3 encryption, and smb_encrypt = required")

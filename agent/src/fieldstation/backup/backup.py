@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fnmatch
 import hashlib
 import hmac
 import io
@@ -18,6 +19,8 @@ import re
 import shutil
 import socket
 import sqlite3
+import stat
+import subprocess
 import sys
 import tarfile
 import time
@@ -42,9 +45,29 @@ MANIFEST = "manifest.json"
 SIGNATURE = "manifest.json.hmac"
 
 
-def sign(key: str, body: bytes) -> str:
-    return hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
 SD_IMAGE = "sdcard.img.gz"
+#: The config files that hold secrets, as one tar encrypted with age to the inventory's recipients (absent without).
+SECRETS = "configs/secrets.tar.gz.age"
+AGE_HEADER = b"age-encryption.org/v1\n"
+#: Config files that hold secrets whatever their mode (a wrong mode must not leak them to the NAS): fnmatch patterns
+#: relative to each config folder. Every other file other users may not read (or that sits in a folder they may
+#: not enter) is a secret too: what the Pi keeps from its own users, it keeps from the NAS.
+SECRET_FILES: dict[str, tuple[str, ...]] = {
+    "fieldstation": (
+        "backup.credentials",  # the NAS password and the manifests' signing key
+        "influx-setup.toml",  # InfluxDB's admin, agent, Grafana and client passwords
+        "agent.toml",  # the sinks' passwords and tokens, the upload tokens
+        "grafana-orgs.toml",  # the client logins' passwords
+        "shutdown-keys/*",  # the NUT remote-shutdown SSH private keys
+    ),
+    "nut": ("upsd.users", "upsmon.conf"),  # the monitor passwords
+    "grafana": ("grafana.ini", "provisioning/datasources/*", "tls/*.key"),  # tls/: HTTPS (role grafana)
+}
+
+
+def sign(key: str, body: bytes) -> str:
+    """HMAC-SHA256 under the key in backup.credentials: a secret file, so never on the share itself."""
+    return hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
 
 
 def hostname() -> str:
@@ -61,10 +84,17 @@ def influx_target(settings: BackupSettings) -> InfluxTarget:
     return InfluxTarget(settings.influx_url, None, settings.influx_rpc)
 
 
-def open_share(settings: BackupSettings) -> Share:
-    return Share(
-        settings.share, read_credentials(settings.credentials), port=settings.port, timeout=settings.timeout
+def open_share(settings: BackupSettings, say: Callable[[str], None] | None = None) -> Share:
+    share = Share(
+        settings.share,
+        read_credentials(settings.credentials),
+        port=settings.port,
+        timeout=settings.timeout,
+        encrypt=settings.smb_encrypt,
     ).connect()
+    if say is not None:
+        say(f"share: {share.url}: {share.describe()}")
+    return share
 
 
 class Progress:
@@ -143,12 +173,68 @@ def grafana_copy(src: Path, dest: Path) -> None:
         raise BackupError(f"{src}: Grafana database backup failed: {exc}") from None
 
 
-def config_archive(src: Path, dest: Path) -> None:
+def is_secret(name: str, root: Path, path: Path) -> bool:
+    """Whether ``path`` (a file under the config folder ``root``) holds a secret: see :data:`SECRET_FILES`."""
+    rel = path.relative_to(root).as_posix()
+    if any(fnmatch.fnmatchcase(rel, pattern) for pattern in SECRET_FILES.get(name, ())):
+        return True
+    if path.is_symlink():
+        return False  # the link itself, not what it names, goes into the archive
+    if not path.stat().st_mode & stat.S_IROTH:
+        return True
+    return any(not (root / d).stat().st_mode & stat.S_IXOTH for d in Path(rel).parents if d != Path("."))
+
+
+def split_configs(name: str, root: Path) -> tuple[list[str], list[str]]:
+    """The files of a config folder as (clear, secret) paths relative to it, sorted."""
+    clear: list[str] = []
+    secret: list[str] = []
+    for path in sorted(root.rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            continue
+        (secret if is_secret(name, root, path) else clear).append(path.relative_to(root).as_posix())
+    return clear, secret
+
+
+def config_archive(src: Path, dest: Path, exclude: set[str]) -> None:
+    """The folder without its secret files (their folders stay, so modes and owners come back)."""
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        return None if info.name.removeprefix("./") in exclude else info
+
     try:
         with tarfile.open(dest, "w:gz") as tar:
-            tar.add(src, arcname=".")
+            tar.add(src, arcname=".", filter=keep)
     except OSError as exc:
         raise BackupError(f"{src}: cannot archive: {exc}") from None
+
+
+def age_binary() -> str:
+    found = shutil.which("age")
+    if found is None:
+        raise BackupError("age: not installed (apt-get install age); needed for the secrets of age_recipients")
+    return found
+
+
+def secrets_archive(secrets: dict[str, tuple[Path, list[str]]], recipients: list[str], dest: Path) -> None:
+    """One tar of every secret file (``<config name>/<path>``), gzipped and piped straight into ``age``: the secrets
+    are never written in clear, not even to the staging folder."""
+    args = [age_binary(), "--encrypt", "--output", str(dest)]
+    for r in recipients:
+        args += ["--recipient", r]
+    with subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdin is not None and proc.stderr is not None
+        try:
+            with proc.stdin, tarfile.open(fileobj=proc.stdin, mode="w|gz") as tar:
+                for name, (root, files) in sorted(secrets.items()):
+                    for rel in files:
+                        tar.add(root / rel, arcname=f"{name}/{rel}", recursive=False)
+        except (OSError, tarfile.TarError) as exc:
+            proc.kill()
+            raise BackupError(f"{dest.name}: cannot encrypt the secrets: {exc}") from None
+        err = proc.stderr.read().decode(errors="replace").strip()
+    if proc.returncode != 0:
+        raise BackupError(f"age: cannot encrypt the secrets: {err.splitlines()[-1] if err else proc.returncode}")
 
 
 class GzipStream:
@@ -216,12 +302,24 @@ def stage(settings: BackupSettings, target: InfluxTarget, work: Path, say: Calla
     else:
         skipped.append(str(settings.grafana_db))
     (work / "configs").mkdir()
+    secrets: dict[str, tuple[Path, list[str]]] = {}
     for name, path in settings.configs.items():
         if path.is_dir():
-            say(f"configs: {path}")
-            config_archive(path, work / "configs" / f"{name}.tar.gz")
+            try:
+                _, secret = split_configs(name, path)
+            except OSError as exc:
+                raise BackupError(f"{path}: cannot read: {exc.strerror or exc}") from None
+            say(f"configs: {path} ({len(secret)} files with secrets kept apart)")
+            config_archive(path, work / "configs" / f"{name}.tar.gz", set(secret))
+            if secret:
+                secrets[name] = (path, secret)
         else:
             skipped.append(str(path))
+    if secrets and settings.age_recipients:
+        say(f"secrets: encrypted with age to {len(settings.age_recipients)} recipient(s)")
+        secrets_archive(secrets, settings.age_recipients, work / SECRETS)
+    elif secrets:
+        say("secrets: not backed up (no age_recipients): a restore rewrites them from the vault (the playbook)")
     lasts = [m["last"] for db in census.values() for rp in db.values() for m in rp.values() if m["last"]]
     oldest = [t for db in dbs for rp in influx.first_times(client, db).values() for t in rp.values()]
     return {
@@ -241,13 +339,19 @@ def stage(settings: BackupSettings, target: InfluxTarget, work: Path, say: Calla
         },
         "databases": census,
         "skipped": skipped,
+        # Which files hold secrets (their names, never their content), and whether and to whom they are encrypted.
+        "secrets": {
+            "files": {name: files for name, (_, files) in sorted(secrets.items())},
+            "archive": SECRETS if secrets and settings.age_recipients else None,
+            "age_recipients": list(settings.age_recipients) if secrets else [],
+        },
     }
 
 
 def run_backup(settings: BackupSettings, *, sd_image: Path | None = None, say: Callable[[str], None] = print) -> Result:
     host = hostname()
     target = influx_target(settings)
-    with open_share(settings) as share:
+    with open_share(settings, say) as share:
         share.makedirs(host)
         for stale in [e.name for e in share.list(host) if e.name.startswith(PARTIAL)]:
             share.rmtree(f"{host}/{stale}")  # an earlier run that died: never complete, never kept

@@ -85,7 +85,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from fieldstation.backup.verify import run_verify
 
     def job(settings: Any) -> tuple[bool, int]:
-        drill = run_verify(settings, host=args.host, say=_say)
+        drill = run_verify(settings, host=args.host, age_identity=args.age_identity, say=_say)
         if not drill.ok:
             more = f" (and {len(drill.problems) - 1} more)" if len(drill.problems) > 1 else ""
             print(f"fieldstation backup: restore drill failed: {drill.problems[0]}{more}", file=sys.stderr)
@@ -103,7 +103,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     settings = load_toml(args.settings, BackupSettings)
     try:
-        run_restore(settings, args.backup, host=args.host, say=_say)
+        run_restore(settings, args.backup, host=args.host, age_identity=args.age_identity, say=_say)
     except (BackupError, ShareError, InfluxError) as exc:
         print(f"fieldstation restore: {exc}", file=sys.stderr)
         return 1
@@ -118,6 +118,16 @@ def _settings(sp: argparse.ArgumentParser, default: object = DEFAULT_BACKUP_SETT
 
 def _host(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--host", help="whose backups (default this host's name)")
+
+
+def _identity(sp: argparse.ArgumentParser, what: str, default: object = None) -> None:
+    sp.add_argument(
+        "--age-identity",
+        type=Path,
+        default=default,
+        metavar="FILE",
+        help=f"the age identity (private key) of one of age_recipients: {what}",
+    )
 
 
 def _recording(sp: argparse.ArgumentParser, settings_help: str, default: object = None) -> None:
@@ -140,7 +150,7 @@ def register(sub: Any, settings_help: str) -> None:
         help="also stream a gzip of the whole SD card (default: sd_device of the settings)",
     )
     _recording(sp, settings_help)
-    sp.set_defaults(fn=cmd_backup, backup_command=None, host=None)
+    sp.set_defaults(fn=cmd_backup, backup_command=None, host=None, age_identity=None)
     verbs = sp.add_subparsers(dest="backup_command", metavar="COMMAND")
     text = "The restore drill: restore the latest backup into scratch databases and compare with the live ones."
     vp = verbs.add_parser("verify", help=text, description=text)
@@ -148,10 +158,12 @@ def register(sub: Any, settings_help: str) -> None:
     _settings(vp, argparse.SUPPRESS)
     _host(vp)
     _recording(vp, settings_help, argparse.SUPPRESS)
+    _identity(vp, "also decrypt the secrets' archive (a drill by hand)", argparse.SUPPRESS)
 
     text = "Restore InfluxDB, Grafana and the configs from a backup on the share (default the latest)."
     rp = sub.add_parser("restore", help=text, description=text)
     rp.add_argument("backup", nargs="?", help="the backup's name (a UTC stamp like 20260130T021500Z) or 'latest'")
     _settings(rp)
     _host(rp)
+    _identity(rp, "the config files that hold secrets come back too (without it: the restore lists them)")
     rp.set_defaults(fn=cmd_restore)

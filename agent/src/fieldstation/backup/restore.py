@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import hmac
+import io
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from fieldstation.backup import influx
 from fieldstation.backup.backup import (
     MANIFEST,
     SD_IMAGE,
+    SECRETS,
     SIGNATURE,
     STAMP,
     Progress,
@@ -79,8 +81,12 @@ def fetch(
     try:
         manifest: dict[str, Any] = json.loads(body)
         files: dict[str, dict[str, Any]] = manifest["files"]
+        made = dt.datetime.fromisoformat(manifest["created"]).strftime(STAMP)
+        host = manifest["hostname"]
     except (ValueError, KeyError, TypeError):
         raise BackupError(f"{share.url}/{folder}/{MANIFEST}: not a Fieldstation manifest") from None
+    if f"{host}/{made}" != folder:  # a good backup renamed on the NAS to pass for a newer one, or another host's
+        raise BackupError(f"{share.url}/{folder}/{MANIFEST}: made as {host}/{made}, not {folder}; refusing it")
     wanted = {rel: f for rel, f in files.items() if sd_image or rel != SD_IMAGE}
     progress = Progress("download", sum(int(f["bytes"]) for f in wanted.values()), say)
     bad = []
@@ -187,8 +193,71 @@ def restore_configs(src: Path, configs: dict[str, Path], say: Callable[[str], No
         say(f"configs: {dest}")
 
 
+def decrypt_secrets(archive: Path, identity: Path) -> bytes:
+    """The secrets' tar.gz, decrypted in memory (a few KB) and checked readable, so a wrong identity stops the restore
+    before anything is changed."""
+    age = shutil.which("age")
+    if age is None:
+        raise BackupError("age: not installed (apt-get install age); needed to decrypt the secrets")
+    try:
+        if identity.stat().st_mode & 0o077:
+            raise BackupError(f"{identity}: age identity readable by others; chmod 0600 it")
+    except OSError as exc:
+        raise BackupError(f"{identity}: cannot read the age identity: {exc.strerror or exc}") from None
+    proc = subprocess.run(
+        [age, "--decrypt", "--identity", str(identity), str(archive)], capture_output=True, check=False
+    )
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        reason = next((line.removeprefix("age: error: ") for line in err if "error" in line), "failed")
+        raise BackupError(f"{identity}: cannot decrypt {SECRETS}: {reason}")
+    try:
+        with tarfile.open(fileobj=io.BytesIO(proc.stdout), mode="r:gz") as tar:
+            tar.getmembers()
+    except (OSError, tarfile.TarError, EOFError) as exc:
+        raise BackupError(f"{SECRETS}: decrypted, but not a tar archive: {exc}") from None
+    return proc.stdout
+
+
+def restore_secrets(data: bytes, configs: dict[str, Path], say: Callable[[str], None]) -> None:
+    """Each ``<config name>/<path>`` member into its config folder, with the same checks as the clear archives."""
+    done: dict[str, int] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            for member in tar.getmembers():
+                name, _, rel = member.name.partition("/")
+                if name not in configs or not rel:
+                    raise BackupError(f"{SECRETS}: {member.name}: not in a restored config folder")
+                configs[name].mkdir(parents=True, exist_ok=True)
+                member.name = rel
+                tar.extract(member, configs[name], filter="tar")
+                done[name] = done.get(name, 0) + 1
+    except (OSError, tarfile.TarError) as exc:
+        raise BackupError(f"{SECRETS}: cannot restore: {exc}") from None
+    for name, n in sorted(done.items()):
+        say(f"secrets: {n} files into {configs[name]}")
+
+
+def explain_secrets(manifest: dict[str, Any], configs: dict[str, Path], host: str, say: Callable[[str], None]) -> None:
+    """Without the identity: which secret files this restore did not bring back, and where they come from."""
+    files: dict[str, list[str]] = (manifest.get("secrets") or {}).get("files") or {}
+    missing = [f"{configs[n]}/{rel}" for n, rels in sorted(files.items()) if n in configs for rel in rels
+               if not (configs[n] / rel).exists()]
+    why = "kept in the backup encrypted: add --age-identity FILE" if (manifest.get("secrets") or {}).get(
+        "archive") else "not in the backup (no age recipients)"
+    say(f"secrets: {sum(map(len, files.values()))} files not restored ({why})")
+    if missing:
+        say(f"secrets: missing here, rewrite them from the vault (ansible-playbook site.yml --limit {host}): "
+            + ", ".join(missing))
+
+
 def run_restore(
-    settings: BackupSettings, name: str | None, *, host: str | None = None, say: Callable[[str], None] = print
+    settings: BackupSettings,
+    name: str | None,
+    *,
+    host: str | None = None,
+    age_identity: Path | None = None,
+    say: Callable[[str], None] = print,
 ) -> str:
     host = host or hostname()
     target = influx_target(settings)
@@ -196,15 +265,25 @@ def run_restore(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, mode=0o700)
     try:
-        with open_share(settings) as share:
+        with open_share(settings, say) as share:
             chosen = resolve(share, host, name)
             say(f"restoring {settings.share.rstrip('/')}/{host}/{chosen}")
             manifest = fetch(share, f"{host}/{chosen}", work, say)
+        secrets = None
+        if age_identity is not None:
+            if not (work / SECRETS).exists():
+                raise BackupError(f"{host}/{chosen}: holds no encrypted secrets (made without age recipients)")
+            secrets = decrypt_secrets(work / SECRETS, age_identity)
         stamp = dt.datetime.now(dt.UTC).strftime(STAMP)
         restore_influx(target, work / "influxdb", manifest, settings.work_dir / f"pre-restore-{stamp}", say)
-        reapply_setup(settings, say)
         restore_grafana(work / "grafana.db", settings.grafana_db, say)
         restore_configs(work / "configs", settings.configs, say)
+        if secrets is not None:
+            restore_secrets(secrets, settings.configs, say)
+        else:
+            explain_secrets(manifest, settings.configs, host, say)
+        # After the configs: InfluxDB's users get the passwords of the influx-setup.toml now in place.
+        reapply_setup(settings, say)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     say(f"restore of {host}/{chosen} complete")

@@ -23,6 +23,10 @@ _SHARE = re.compile(r"^//(?P<server>[^/\s]+)/(?P<share>[^/\s]+)(?P<path>(/[^/]+)
 _RECEIVE_TIMEOUT_ENV = "SMB_EXPERIMENTAL_TRANSPORT_RECEIVE_TIMEOUT"
 
 
+# smbprotocol's Dialects values, as people name them.
+_DIALECTS = {0x0202: "2.0.2", 0x0210: "2.1", 0x0300: "3.0", 0x0302: "3.0.2", 0x0311: "3.1.1"}
+
+
 class ShareError(Exception):
     """The share is unreachable, refused the credentials or an operation; one line naming the share."""
 
@@ -71,6 +75,8 @@ def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "STATUS_LOGON_FAILURE" in text or type(exc).__name__ == "LogonFailure":
         return "logon failure (wrong user name or password)"
+    if "encryption is required but the connection does not support it" in text:
+        return "the server offers no SMB3 encryption, and smb_encrypt = required"
     if "STATUS_DISK_FULL" in text or "STATUS_QUOTA_EXCEEDED" in text:
         return "share full (STATUS_DISK_FULL)"
     return text
@@ -79,7 +85,9 @@ def _reason(exc: BaseException) -> str:
 class Share:
     """``//server/share[/folder]``: put, list, rename, delete and free space, every wait bounded by ``timeout``."""
 
-    def __init__(self, url: str, credentials: Credentials, *, port: int = 445, timeout: float = 15.0) -> None:
+    def __init__(
+        self, url: str, credentials: Credentials, *, port: int = 445, timeout: float = 15.0, encrypt: str = "auto"
+    ) -> None:
         m = _SHARE.match(url)
         if m is None:
             raise ShareError(f"{url}: not a share address; expected //server/share or //server/share/folder")
@@ -89,6 +97,11 @@ class Share:
         self.credentials = credentials
         self.port = port
         self.timeout = timeout
+        #: ``auto``: SMB3 encryption whenever the server offers it; ``required``: refuse a server without it.
+        self.encrypt = encrypt
+        #: Whether this connection's session is encrypted (known once connected), and the SMB dialect spoken.
+        self.encrypted = False
+        self.dialect = ""
         self._cache: dict[str, Any] = {}
         self._connected = False
 
@@ -110,12 +123,26 @@ class Share:
 
         os.environ.setdefault(_RECEIVE_TIMEOUT_ENV, str(max(int(self.timeout), 5)))
         try:
-            smbclient.register_session(self.server, **self._kw())
+            session = smbclient.register_session(
+                self.server, **self._kw(), encrypt=True if self.encrypt == "required" else None
+            )
+            if not session.encrypt_data and session.connection.supports_encryption:
+                # Offered but not demanded (Samba's default): encryption is settled at session setup, so the session
+                # is set up again asking for it. Every later call finds this session in the connection cache.
+                smbclient.reset_connection_cache(fail_on_error=False, connection_cache=self._cache)
+                session = smbclient.register_session(self.server, **self._kw(), encrypt=True)
         except Exception as exc:  # socket, protocol and auth errors alike end in one line
             self.close()
             raise ShareError(f"{self.url}: cannot connect to {self.server}:{self.port}: {_reason(exc)}") from None
+        self.encrypted = bool(session.encrypt_data)
+        self.dialect = _DIALECTS.get(int(session.connection.dialect), hex(int(session.connection.dialect)))
         self._connected = True
         return self
+
+    def describe(self) -> str:
+        """``SMB 3.1.1, encrypted`` or why it is not: one line for the journal."""
+        how = "encrypted" if self.encrypted else "NOT encrypted (the server offers no SMB3 encryption)"
+        return f"SMB {self.dialect}, {how}"
 
     def close(self) -> None:
         import smbclient

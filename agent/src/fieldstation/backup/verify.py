@@ -6,7 +6,8 @@ For each database, at or before the moment the backup was taken (``covers.until_
   (the backup is complete);
 - the live database holds at least what the scratch copy holds, counted from the live database's oldest point
   (retention may have dropped old shards since) — more is fine: late writes, a spool catching up;
-- every file matches its sha256, Grafana's copy passes ``PRAGMA integrity_check``, each config archive reads.
+- every file matches its sha256, Grafana's copy passes ``PRAGMA integrity_check``, each config archive reads, the
+  secrets' archive is an age file (and, given ``--age-identity``, decrypts to a readable tar).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from fieldstation.backup import influx
-from fieldstation.backup.backup import STAMP, hostname, influx_target, open_share
-from fieldstation.backup.restore import fetch, resolve
+from fieldstation.backup.backup import AGE_HEADER, SECRETS, STAMP, hostname, influx_target, open_share
+from fieldstation.backup.influx import BackupError
+from fieldstation.backup.restore import decrypt_secrets, fetch, resolve
 from fieldstation.settings import BackupSettings
 
 DRILL_SUFFIX = "_drill"
@@ -65,7 +67,7 @@ def compare(db: str, manifest: dict[str, Any], scratch: dict[str, Any], live: di
     return problems
 
 
-def check_files(work: Path) -> list[str]:
+def check_files(work: Path, identity: Path | None = None) -> list[str]:
     problems = []
     gdb = work / "grafana.db"
     if gdb.exists():
@@ -82,10 +84,26 @@ def check_files(work: Path) -> list[str]:
                 tar.getmembers()
         except (OSError, tarfile.TarError, EOFError) as exc:
             problems.append(f"configs/{archive.name}: unreadable: {exc}")
+    secrets = work / SECRETS
+    if secrets.exists():
+        with secrets.open("rb") as f:
+            if f.read(len(AGE_HEADER)) != AGE_HEADER:
+                problems.append(f"{SECRETS}: not an age file")
+        if identity is not None and not problems:
+            try:
+                decrypt_secrets(secrets, identity)
+            except BackupError as exc:
+                problems.append(str(exc))
     return problems
 
 
-def run_verify(settings: BackupSettings, *, host: str | None = None, say: Callable[[str], None] = print) -> Drill:
+def run_verify(
+    settings: BackupSettings,
+    *,
+    host: str | None = None,
+    age_identity: Path | None = None,
+    say: Callable[[str], None] = print,
+) -> Drill:
     host = host or hostname()
     target = influx_target(settings)
     client = target.client
@@ -94,7 +112,7 @@ def run_verify(settings: BackupSettings, *, host: str | None = None, say: Callab
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, mode=0o700)
     try:
-        with open_share(settings) as share:
+        with open_share(settings, say) as share:
             drill.name = resolve(share, host, None)
             say(f"restore drill of {settings.share.rstrip('/')}/{host}/{drill.name}")
             manifest = fetch(share, f"{host}/{drill.name}", work, say, sd_image=True)
@@ -103,7 +121,7 @@ def run_verify(settings: BackupSettings, *, host: str | None = None, say: Callab
         age_h = (dt.datetime.now(dt.UTC) - taken).total_seconds() / 3600
         if age_h > settings.verify_max_age_h:
             drill.problems.append(f"latest backup is {age_h:.0f} h old (limit {settings.verify_max_age_h:g} h)")
-        drill.problems += check_files(work)
+        drill.problems += check_files(work, age_identity)
         until = int(manifest["covers"]["until_ns"])
         live_dbs = influx.databases(client)
         for db, backed_up in sorted(manifest["databases"].items()):
