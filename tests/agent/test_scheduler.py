@@ -412,3 +412,37 @@ def test_hostile_returns_leave_the_healthy_sensors_cadence_as_in_the_control(hos
     assert len(stamps["h_"]) >= 50 and len(stamps["c_"]) >= 50, {p: len(s) for p, s in stamps.items()}
     missed = {p: _missed_ticks(s, 0.1) for p, s in stamps.items()}
     assert missed["h_"] <= missed["c_"] + max(3, len(stamps["c_"]) // 20), missed
+
+
+def test_a_slot_of_sensors_is_one_timer_and_one_emit_per_tick_and_a_slow_one_skips_ticks_alone() -> None:
+    """SLOT_SIZE sensors sharing an interval are served by one timer; the readings of those read inline are emitted
+    together, once per tick, stamped alike. A sensor whose read must wait runs as a Task, apart from the slot's emit;
+    it skips the ticks during which it is still reading, the others keep theirs."""
+    from fieldstation.scheduler import SLOT_SIZE
+
+    calls: list[list[Reading]] = []
+    lock = threading.Lock()
+
+    def emit(readings: list[Reading]) -> None:
+        with lock:
+            calls.append(list(readings))
+
+    fast = [Simulated(name=f"f{i:02d}", interval=0.2, signal="constant") for i in range(SLOT_SIZE - 1)]
+    slow = Simulated(name="slow", interval=0.2, signal="constant", fault="hang", fault_after=0, timeout=0.5)
+    sched = Scheduler([*fast, slow], emit)
+    with sched.running():
+        wait_for(
+            lambda: sum(1 for c in calls if len(c) == SLOT_SIZE - 1) >= 5 and sched.states["slow"].timeouts >= 1,
+            20,
+            "five ticks of the slot and the slow read's timeout",
+        )
+    assert len(sched._slots) == 1
+    batches = [c for c in calls if len(c) > 1]
+    assert batches, calls
+    for batch in batches:  # one emit carries every fast sensor of the tick, with one timestamp
+        assert sorted(r.tags["sensor"] for r in batch) == sorted(s.name for s in fast)
+        assert len({r.time_ns for r in batch}) == 1
+    st = sched.states["slow"]
+    # The hung read timed out and was counted; the ticks while it hung were skipped, not queued behind it.
+    assert st.timeouts >= 1 and st.reads == 0
+    assert all(sched.states[s.name].reads >= 5 for s in fast)

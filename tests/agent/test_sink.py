@@ -56,6 +56,34 @@ def test_points_arrive_with_values_tags_and_ns_timestamps(influxd: LocalInfluxd,
     ]
 
 
+def test_a_caught_up_sink_woken_sends_new_points_without_waiting_out_its_flush_interval(
+    influxd: LocalInfluxd, worker: Maker
+) -> None:
+    """What the agent does for a dropped file's points: spooled, then the sink woken. With the longest flush interval (60 s)
+    they would otherwise stay in the spool for an hour."""
+    w, spool = worker(SinkSettings(name="local", url=influxd.url, database="woken", flush_interval=60))
+    influxd.query('CREATE DATABASE "woken"')
+    w.start()
+
+    def arrived(n: int) -> list[dict[str, object]]:
+        deadline = time.monotonic() + 20
+        rows: list[dict[str, object]] = []
+        while len(rows) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+            rows = influxd.rows('SELECT "value" FROM "dropped"', "woken")
+        return rows
+
+    try:
+        spool.append([Reading("dropped", {"value": 1.0}, {"sensor": "file"}, T).to_line()])
+        w.wake()
+        assert arrived(1) == [{"time": T, "value": 1.0}]  # sent: the sink is caught up, in its minute-long wait
+        spool.append([Reading("dropped", {"value": 2.0}, {"sensor": "file"}, T + 1).to_line()])
+        w.wake()
+        assert arrived(2) == [{"time": T, "value": 1.0}, {"time": T + 1, "value": 2.0}]
+    finally:
+        w.stop()
+
+
 def test_a_refused_batch_is_split_down_to_the_point_which_alone_is_dropped_and_counted(
     influxd: LocalInfluxd, worker: Maker, caplog: pytest.LogCaptureFixture
 ) -> None:

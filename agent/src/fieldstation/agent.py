@@ -101,7 +101,7 @@ class Agent:
         self._energy_saved: dict[str, float] | None = None  # what energy_file holds, once this run wrote it
         self._energy_saved_at = 0.0
         # Dropped files go straight to the spool from the inbox's own thread (SQLite connections are per thread).
-        self.inbox = Inbox(settings.ingest, append=self.spool.append) if settings.ingest else None
+        self.inbox = Inbox(settings.ingest, append=self._append_dropped) if settings.ingest else None
         self.on_readings = on_readings
         self._pending: list[str] = []
         # Windows taken out of _pending but not yet stored, with the sinks that confirmed each: only while the
@@ -128,6 +128,13 @@ class Agent:
             self._pending.extend(lines)
         if self.on_readings is not None:
             self.on_readings(readings)
+
+    def _append_dropped(self, lines: list[str]) -> int:
+        """A dropped file's points: committed to the spool (the inbox's thread), then every sink woken to send them."""
+        last = self.spool.append(lines)
+        for sink in self.sinks:
+            sink.wake()
+        return last
 
     def _deliver(self, lines: list[str]) -> frozenset[str]:
         """Send a window to every caught-up sink at once; the names of those that confirmed it."""

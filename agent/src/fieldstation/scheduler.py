@@ -1,8 +1,10 @@
 """The scheduler: every sensor on its own interval, none able to delay another.
 
 - Tick ``k`` of a sensor is due at ``start + phase + k·interval`` on the loop's monotonic clock, so the schedule
-  never drifts. A late tick is skipped, never bunched. Each sensor is driven by a timer callback; sensors come in
-  slots of ``SLOT_SIZE`` whose phases are spread over the first second, and a slot is served by one wake-up.
+  never drifts. A late tick is skipped, never bunched. Sensors come in slots of up to ``SLOT_SIZE`` sharing an
+  interval and a phase (phases spread over the first second); a slot has one timer, so a tick of 20 sensors is one
+  wake-up, and the readings of its inline reads are emitted together, once. A sensor whose previous read is still
+  running skips the tick.
 - An async read that completes without waiting (a computed or cached value) runs inline, with no Task; one
   that waits continues as a Task under its timeout.
 - Blocking drivers run in a worker thread: one thread per bus (sensors sharing a serial port are read one at a
@@ -85,9 +87,8 @@ class SensorState:
     failures_in_row: int = 0
     retry_at: float = 0.0
     fast: bool = False  # an async driver: try each read inline first
-    tick: int = 0
+    reading: bool = False  # a read of it runs as a Task: its slot's ticks skip it until that ends
     phase: float = 0.0  # seconds after the scheduler's start of this sensor's tick 0
-    handle: asyncio.TimerHandle | None = None
 
     def is_stale(self, now: float) -> bool:
         since = self.last_ok if self.last_ok is not None else self.started
@@ -99,6 +100,17 @@ class SensorState:
         if self.is_stale(now):
             return "stale"
         return "ok" if self.last_ok is not None else "starting"
+
+
+@dataclass(eq=False)
+class Slot:
+    """Sensors sharing an interval and a phase: one timer, one wake-up and one emit per tick."""
+
+    states: list[SensorState]
+    interval: float
+    origin: float  # loop time of tick 0
+    tick: int = 0
+    handle: asyncio.TimerHandle | None = None
 
 
 @types.coroutine
@@ -178,6 +190,7 @@ class Scheduler:
         self._stopping = False
         self._closing: set[asyncio.Future[Any]] = set()
         self._inflight: set[asyncio.Task[list[Reading]]] = set()
+        self._slots: list[Slot] = []
         self._start = 0.0
 
     # -- running -------------------------------------------------------------------------------------
@@ -187,18 +200,22 @@ class Scheduler:
         loop = self._loop = asyncio.get_running_loop()
         self._start = start = loop.time()
         slots = math.ceil(len(self.states) / SLOT_SIZE)
+        groups: dict[tuple[int, float], list[SensorState]] = {}
         for i, st in enumerate(self.states.values()):
             st.started = start
             st.fast = is_async(st.sensor)
             st.phase = (i // SLOT_SIZE) / slots * min(st.sensor.interval, 1.0)
-            st.handle = loop.call_at(start + st.phase, self._fire, st)
+            groups.setdefault((i // SLOT_SIZE, st.sensor.interval), []).append(st)
+        self._slots = [Slot(sts, interval, start + sts[0].phase) for (_, interval), sts in groups.items()]
+        for slot in self._slots:
+            slot.handle = loop.call_at(slot.origin, self._fire, slot)
         try:
             await stop.wait()
         finally:
             self._stopping = True
-            for st in self.states.values():
-                if st.handle is not None:
-                    st.handle.cancel()
+            for slot in self._slots:
+                if slot.handle is not None:
+                    slot.handle.cancel()
             # Cancel until every read is done: on Python 3.11 asyncio.wait_for can swallow a cancellation
             # that arrives just as the awaited read completes (cpython gh-86296).
             while self._inflight:
@@ -230,46 +247,58 @@ class Scheduler:
 
     # -- one sensor --------------------------------------------------------------------------------
 
-    def _reschedule(self, st: SensorState) -> None:
+    def _reschedule(self, slot: Slot) -> None:
         if self._stopping or self._loop is None:
             return
         loop = self._loop
-        interval = st.sensor.interval
-        # Next tick strictly in the future: a read that overran skips ticks rather than bunching them.
-        origin = self._start + st.phase
-        st.tick = max(st.tick + 1, math.floor((loop.time() - origin) / interval) + 1)
-        st.handle = loop.call_at(origin + st.tick * interval, self._fire, st)
+        # Next tick strictly in the future: a tick that overran skips ticks rather than bunching them.
+        slot.tick = max(slot.tick + 1, math.floor((loop.time() - slot.origin) / slot.interval) + 1)
+        slot.handle = loop.call_at(slot.origin + slot.tick * slot.interval, self._fire, slot)
 
-    def _fire(self, st: SensorState) -> None:
-        """A sensor's tick is due: read it inline if it can complete at once, else in a Task."""
-        st.handle = None
+    def _fire(self, slot: Slot) -> None:
+        """A slot's tick is due: each sensor read inline if it can complete at once, else in a Task; the readings
+        of the inline reads emitted together."""
+        slot.handle = None
         if self._stopping or self._loop is None:
             return
         loop = self._loop
-        if st.fast and st.opened and not st.busy and loop.time() >= st.retry_at:
-            time_ns = time.time_ns()
-            t0 = time.perf_counter()
-            started = loop.time()
-            try:
-                coro = st.sensor.read()
-                yielded = coro.send(None)
-            except StopIteration as done:
-                self._succeeded(st, done.value, time_ns, t0)
-                self._reschedule(st)
-                return
-            except READ_ERRORS as exc:
-                self._failed(st, exc)
-                self._reschedule(st)
-                return
-            task = loop.create_task(self._finish(st, coro, yielded, (started, time_ns, t0)))
-        else:
-            task = loop.create_task(self.read_once(st))
-        self._inflight.add(task)
-        task.add_done_callback(functools.partial(self._done, st))
+        now = loop.time()
+        time_ns = time.time_ns()  # one stamp for the slot: its reads are microseconds apart
+        accepted: list[tuple[SensorState, Processed]] = []
+        for st in slot.states:
+            if st.reading:
+                continue  # the previous read is still running: this tick is skipped
+            if st.busy:
+                self._still_hung(st, now)
+                continue
+            if now < st.retry_at:
+                continue
+            if st.fast and st.opened:
+                t0 = time.perf_counter()
+                try:
+                    coro = st.sensor.read()
+                    yielded = coro.send(None)
+                except StopIteration as done:
+                    processed = self._accept(st, done.value, time_ns, t0)
+                    if processed.readings:
+                        accepted.append((st, processed))
+                    continue
+                except READ_ERRORS as exc:
+                    self._failed(st, exc)
+                    continue
+                task = loop.create_task(self._finish(st, coro, yielded, (loop.time(), time_ns, t0)))
+            else:
+                task = loop.create_task(self.read_once(st))
+            st.reading = True
+            self._inflight.add(task)
+            task.add_done_callback(functools.partial(self._done, st))
+        if accepted:
+            self._emit_accepted(accepted)
+        self._reschedule(slot)
 
     def _done(self, st: SensorState, task: asyncio.Task[list[Reading]]) -> None:
         self._inflight.discard(task)
-        self._reschedule(st)
+        st.reading = False
 
     async def _finish(
         self, st: SensorState, coro: Coroutine[Any, Any, Any], yielded: Any, stamps: tuple[float, int, float]
@@ -318,9 +347,7 @@ class Scheduler:
         sensor = st.sensor
         now = loop.time()
         if st.busy:
-            st.errors += 1
-            st.timeouts += 1
-            self._note_failure(st, now, f"previous read still hung after {sensor.read_timeout:g} s", reopen=False)
+            self._still_hung(st, now)
             return []
         if now < st.retry_at:
             return []
@@ -345,6 +372,11 @@ class Scheduler:
             return []
         return self._succeeded(st, raw, time_ns, t0, processed)
 
+    def _still_hung(self, st: SensorState, now: float) -> None:
+        st.errors += 1
+        st.timeouts += 1
+        self._note_failure(st, now, f"previous read still hung after {st.sensor.read_timeout:g} s", reopen=False)
+
     @staticmethod
     def _read_blocking(st: SensorState, time_ns: int) -> tuple[Any, Processed]:
         """On the bus thread: read, then make readings of what was read (never raises for what it returned)."""
@@ -365,6 +397,15 @@ class Scheduler:
         self, st: SensorState, raw: Any, time_ns: int, t0: float, processed: Processed | None = None
     ) -> list[Reading]:
         """A read returned ``raw``: store what is good in it, count and log once what is not. Never raises."""
+        processed = self._accept(st, raw, time_ns, t0, processed)
+        if not processed.readings:
+            return []
+        return processed.readings if self._emit_accepted([(st, processed)]) else []
+
+    def _accept(
+        self, st: SensorState, raw: Any, time_ns: int, t0: float, processed: Processed | None = None
+    ) -> Processed:
+        """Count a read that returned ``raw`` and make its readings; what is invalid in it counted and logged once."""
         latency = time.perf_counter() - t0
         st.reads += 1
         st.last_latency = latency
@@ -372,7 +413,6 @@ class Scheduler:
         if processed is None:
             processed = _process_safely(st.sensor, raw, time_ns)
         st.out_of_range += processed.out_of_range
-        now = time.monotonic()
         if processed.invalid:
             st.invalid += len(processed.invalid)
             st.errors += 1
@@ -380,25 +420,32 @@ class Scheduler:
             if processed.readings:
                 self._log_change(st, msg)  # the good fields are kept; the sensor is not failing
             else:
-                self._note_failure(st, now, msg, reopen=False)  # the device answered: poll again, no reconnect
-        if not processed.readings:
-            return []
+                self._note_failure(st, time.monotonic(), msg, reopen=False)  # it answered: poll again, no reconnect
+        return processed
+
+    def _emit_accepted(self, accepted: list[tuple[SensorState, Processed]]) -> bool:
+        """Hand the readings of one or more reads to ``emit`` in one call; each sensor is good once they are taken.
+        False when ``emit`` failed (each sensor then counts an error)."""
+        batch = accepted[0][1].readings if len(accepted) == 1 else [r for _, p in accepted for r in p.readings]
+        now = time.monotonic()
         try:
-            self.emit(processed.readings)
+            self.emit(batch)
         except Exception as exc:  # not the driver's fault, but a sensor must not be lost to it
-            st.errors += 1
-            self._note_failure(st, now, f"readings not stored: {one_line(exc)}", reopen=False)
-            log.debug("sensor %s: emit failed", st.sensor.name, exc_info=True)
-            return []
-        st.last_ok = now
-        if st.failures_in_row:
-            log.info("sensor %s recovered after %d failed reads", st.sensor.name, st.failures_in_row)
-        st.failures_in_row = 0
-        if not processed.invalid:
-            st.last_error = None
-        for r in processed.readings:
-            st.last_fields.update(r.fields)
-        return processed.readings
+            for st, _ in accepted:
+                st.errors += 1
+                self._note_failure(st, now, f"readings not stored: {one_line(exc)}", reopen=False)
+                log.debug("sensor %s: emit failed", st.sensor.name, exc_info=True)
+            return False
+        for st, processed in accepted:
+            st.last_ok = now
+            if st.failures_in_row:
+                log.info("sensor %s recovered after %d failed reads", st.sensor.name, st.failures_in_row)
+                st.failures_in_row = 0
+            if not processed.invalid:
+                st.last_error = None
+            for r in processed.readings:
+                st.last_fields.update(r.fields)
+        return True
 
     def _log_change(self, st: SensorState, msg: str) -> None:
         if msg != st.last_error:  # log once per distinct error, not once per interval

@@ -218,6 +218,7 @@ class SinkWorker:
         self.state = SinkState(settings.name)
         self._tag = tagger(settings.tags)  # a central sink's station tag, added as each line leaves
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by wake(): new points in the spool, do not wait out the flush interval
         self._batch = settings.batch_size
         self._max_body = MAX_BODY
         self._direct_backoff = BACKOFF_START
@@ -228,8 +229,14 @@ class SinkWorker:
     def start(self) -> None:
         self._thread.start()
 
+    def wake(self) -> None:
+        """New points were spooled that no window delivers (a dropped file's): send them now, not after the
+        caught-up sink's flush interval."""
+        self._wake.set()
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout)
         self.writer.close()
         self.direct.close()
@@ -400,5 +407,7 @@ class SinkWorker:
                 self._writing_again()
             backoff = BACKOFF_START
             if sent < self._batch:
-                # Caught up: gather a flush interval's worth before the next POST (a full batch goes at once).
-                self._stop.wait(self.settings.flush_interval)
+                # Caught up: gather a flush interval's worth before the next POST (a full batch goes at once), unless
+                # woken by points spooled past every window (a dropped file) or by stop().
+                self._wake.wait(self.settings.flush_interval)
+                self._wake.clear()
