@@ -1,6 +1,6 @@
 """Backups leak no secret to the NAS: a /etc/fieldstation holding every secret the roles write (the vault.example
-names, realistic values, the roles' modes), backed up to a real smbd, then every file on the share (gunzipped, tar
-members extracted, recursively) searched for each value. With an age recipient the secrets come back through a
+names, realistic values, the roles' modes; InfluxDB's users with those passwords), backed up to a real smbd, then every
+file on the share (gunzipped, tar members extracted, recursively) searched for each value. With an age recipient the secrets come back through a
 restore given the identity; without one the restore names what to rewrite from the vault. A backup written to the
 share by someone without the signing key (it is never on the share) is refused."""
 
@@ -96,6 +96,9 @@ def plant_secrets(station: Station) -> dict[str, str]:
     _write(nut / "upsd.users", f"[upsmon]\n  password = {v['vault_nut_monitor_password']}\n  upsmon primary\n"
            f"[web1]\n  password = {v['vault_nut_web1_password']}\n  upsmon secondary\n", 0o640)
     _write(nut / "upsmon.conf", f"MONITOR ups@localhost 1 upsmon {v['vault_nut_monitor_password']} primary\n", 0o640)
+    # InfluxDB's users as influx-setup.toml makes them: its backup's meta must carry hashes only.
+    for user in ("agent", "grafana", "acme"):
+        station.influxd.query(f"CREATE USER {user} WITH PASSWORD '{v[f'vault_influxdb_{user}_password']}'")
     station.write_settings(credentials=str(etc / "backup.credentials"))
     return v
 
@@ -148,6 +151,7 @@ def test_no_secret_reaches_the_share_in_clear(station: Station, capsys: pytest.C
     assert station.cli("backup", "--no-record") == 0
     found = everything_on(station.samba.dir())
     assert any(b"clear-config-marker" in data for _, data in found)  # the search does look inside the archives
+    assert any("/influxdb/" in where and b"acme" in data and b"$2a$" in data for where, data in found)  # users: hashed
     assert leaks(station.samba.dir(), values) == []
     out = capsys.readouterr().out
     assert "encrypted" in out and "NOT encrypted" not in out  # SMB3 encryption, asked for and granted
@@ -191,6 +195,7 @@ def test_secrets_round_trip_encrypted_to_the_users_key(station: Station, capsys:
     folder = next(next(station.samba.dir().iterdir()).iterdir())
     assert (folder / SECRETS).read_bytes().startswith(b"age-encryption.org/v1\n")
     assert json.loads((folder / "manifest.json").read_text())["secrets"]["age_recipients"] == [recipient]
+    assert station.cli("backup", "verify", "--no-record") == 0  # the weekly drill, on the Pi without the identity
     assert station.cli("backup", "verify", "--no-record", "--age-identity", str(identity)) == 0
 
     # A new card: the secret files are gone (the credentials stay: the playbook writes them before a restore).
