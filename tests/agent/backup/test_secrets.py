@@ -174,11 +174,15 @@ def test_no_secret_reaches_the_share_in_clear(station: Station, capsys: pytest.C
     capsys.readouterr()
     assert station.cli("restore") == 0
     out = capsys.readouterr().out
-    assert "secrets: 9 files not restored (not in the backup (no age recipients))" in out
+    assert "secrets: 9 files not restored: not in the backup (made without age recipients)" in out
     assert "rewrite them from the vault (ansible-playbook site.yml --limit" in out
     missing = next(line for line in out.splitlines() if "missing here" in line)
     assert "influx-setup.toml" in missing and "upsd.users" in missing and "backup.credentials" not in missing
     assert (station.root / "etc/fieldstation/backup.toml").read_text().startswith("# no secrets here")
+    keypair(station.root / "id.key")
+    assert station.cli("restore", "--age-identity", str(station.root / "id.key")) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds no encrypted secrets (made without age recipients)" in err
 
 
 def test_secrets_round_trip_encrypted_to_the_users_key(station: Station, capsys: pytest.CaptureFixture[str]) -> None:

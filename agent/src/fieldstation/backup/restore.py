@@ -244,8 +244,8 @@ def explain_secrets(manifest: dict[str, Any], configs: dict[str, Path], host: st
     missing = [f"{configs[n]}/{rel}" for n, rels in sorted(files.items()) if n in configs for rel in rels
                if not (configs[n] / rel).exists()]
     why = "kept in the backup encrypted: add --age-identity FILE" if (manifest.get("secrets") or {}).get(
-        "archive") else "not in the backup (no age recipients)"
-    say(f"secrets: {sum(map(len, files.values()))} files not restored ({why})")
+        "archive") else "not in the backup (made without age recipients)"
+    say(f"secrets: {sum(map(len, files.values()))} files not restored: {why}")
     if missing:
         say(f"secrets: missing here, rewrite them from the vault (ansible-playbook site.yml --limit {host}): "
             + ", ".join(missing))
