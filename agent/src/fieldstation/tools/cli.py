@@ -1,4 +1,5 @@
-"""The everyday tools' commands: ``doctor``, ``spikes``, ``rename-series``, ``export`` (registered by cli.py)."""
+"""The everyday tools' commands: ``doctor``, ``spikes``, ``rename-series``, ``export``, ``ups test-shutdown``
+(registered by cli.py)."""
 
 from __future__ import annotations
 
@@ -199,6 +200,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- ups test-shutdown ------------------------------------------------------------------------------------
+
+
+def cmd_ups_test_shutdown(args: argparse.Namespace) -> int:
+    from fieldstation.tools import ups
+
+    return ups.cmd_test_shutdown(args.file or ups.DEFAULT_FILE, args.timeout)
+
+
+# -- scan -------------------------------------------------------------------------------------------------
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from fieldstation.tools import scan
+
+    try:
+        mqtt = scan.parse_broker(args.mqtt) if args.mqtt else None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if args.seconds <= 0:
+        raise ConfigError(f"--seconds {args.seconds:g}: must be above 0")
+    nut = None if args.no_nut else (args.nut_host, args.nut_port)
+    sections = scan.scan(sys_root=args.sys, dev_root=args.dev, nut=nut, mqtt=mqtt, seconds=args.seconds)
+    sys.stdout.write(scan.render(sections))
+    return 0
+
+
 def register(sub: Any, settings_help: str) -> None:
     def add(name: str, fn: Any, text: str) -> argparse.ArgumentParser:
         sp: argparse.ArgumentParser = sub.add_parser(name, help=text, description=text)
@@ -220,6 +248,16 @@ def register(sub: Any, settings_help: str) -> None:
     sp.add_argument("--timeout", type=float, default=10.0, help="seconds each check may take (default 10)")
     for name in ("fstab", "mounts", "sys", "proc", "throttled-file"):
         sp.add_argument(f"--{name}", type=Path, help=argparse.SUPPRESS)  # other roots, for tests
+
+    sp = add("scan", cmd_scan, "List the serial ports, 1-Wire and I2C sensors, UPSes and MQTT topics the station "
+             "sees, each with a config.py snippet.")
+    sp.add_argument("--mqtt", metavar="HOST[:PORT]", help="also list the topics this broker carries (subscribes to #)")
+    sp.add_argument("--seconds", type=float, default=5.0, help="how long to listen with --mqtt (default 5)")
+    sp.add_argument("--nut-host", default="127.0.0.1", help="upsd to ask for its UPSes (default 127.0.0.1)")
+    sp.add_argument("--nut-port", type=int, help="upsd's port (default 3493)")
+    sp.add_argument("--no-nut", action="store_true", help="do not ask upsd")
+    for name in ("sys", "dev"):
+        sp.add_argument(f"--{name}", type=Path, default=Path(f"/{name}"), help=argparse.SUPPRESS)  # for tests
 
     sp = add("spikes", cmd_spikes, "Find outliers in one field over a time range; --delete removes them.")
     _series_args(sp)
@@ -252,3 +290,15 @@ def register(sub: Any, settings_help: str) -> None:
     sp.add_argument("--format", choices=["csv", "parquet"], help="default from --output's suffix, else csv")
     sp.add_argument("-o", "--output", type=Path, help="file (default: CSV to stdout)")
     _influx_args(sp, settings_help)
+    _register_ups(sub)
+
+
+def _register_ups(sub: Any) -> None:
+    ups = sub.add_parser("ups", help="UPS shutdowns (NUT).").add_subparsers(
+        dest="ups_command", required=True, metavar="COMMAND"
+    )
+    text = "Dry run of the remote shutdowns: each host reachable, its pinned host key OK, the shutdown allowed."
+    sp = ups.add_parser("test-shutdown", help=text, description=text)
+    sp.set_defaults(fn=cmd_ups_test_shutdown)
+    sp.add_argument("--file", type=Path, help="the nut role's ups-shutdown.toml (default /etc/fieldstation/…)")
+    sp.add_argument("--timeout", type=float, default=10.0, help="seconds per host and step (default 10)")
