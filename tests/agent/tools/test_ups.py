@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fieldstation.cli import main
+from fieldstation.tools.ups import RemoteHost
 from harness.sshd import Deployed, Secondary, deploy_remote_shutdown, keygen, requires_sshd, secondary
 
 pytestmark = [requires_sshd, pytest.mark.timeout(600)]
@@ -150,3 +151,17 @@ def test_the_inventory_host_key_must_be_a_public_key_line(host: Secondary, tmp_p
 def test_each_host_once(host: Secondary, tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match=r"nut_remote_shutdown: 127\.0\.0\.1 more than once"):
         deploy_remote_shutdown(tmp_path, [entry(host), entry(host, "nosudo")])
+
+
+@pytest.mark.parametrize(
+    ("command", "check", "dry_run"),
+    [
+        ("sudo /sbin/poweroff", None, "sudo -n -l /sbin/poweroff"),
+        ("sudo -n /sbin/shutdown -h now", None, "sudo -n -l /sbin/shutdown -h now"),  # the command's flags stay
+        ("/sbin/poweroff", None, None),  # nothing proves it: the host's line says so and fails
+        ("/sbin/poweroff", "test -w /dev/null", "test -w /dev/null"),
+    ],
+)
+def test_the_dry_run_of_a_command(command: str, check: str | None, dry_run: str | None) -> None:
+    h = RemoteHost(host="h", user="u", command=command, key=Path("/k"), check=check)
+    assert h.check_command() == dry_run

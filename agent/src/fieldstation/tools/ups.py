@@ -52,8 +52,10 @@ class RemoteHost(BaseModel):
             return self.check
         words = shlex.split(self.command)
         if words and words[0] == "sudo":
-            args = [w for w in words[1:] if not w.startswith("-")]  # sudo's own flags (-n, -H) are not the command
-            return shlex.join(["sudo", "-n", "-l", *args])
+            rest = words[1:]
+            while rest and rest[0].startswith("-"):  # sudo's own flags (-n, -H) are not the command
+                rest = rest[1:]
+            return shlex.join(["sudo", "-n", "-l", *rest]) if rest else None
         return None
 
 
