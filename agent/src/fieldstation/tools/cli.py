@@ -216,7 +216,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from fieldstation.tools import scan
 
     try:
-        mqtt = scan.parse_broker(args.mqtt) if args.mqtt else None
+        mqtt = scan.parse_broker(args.mqtt) if args.mqtt is not None else None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if args.seconds <= 0:
@@ -225,6 +225,18 @@ def cmd_scan(args: argparse.Namespace) -> int:
     sections = scan.scan(sys_root=args.sys, dev_root=args.dev, nut=nut, mqtt=mqtt, seconds=args.seconds)
     sys.stdout.write(scan.render(sections))
     return 0
+
+
+def _register_scan(add: Any) -> None:
+    sp = add("scan", cmd_scan, "List the serial ports, 1-Wire and I2C sensors, UPSes and MQTT topics the station "
+             "sees, each with a config.py snippet.")
+    sp.add_argument("--mqtt", metavar="HOST[:PORT]", help="also list the topics this broker carries (subscribes to #)")
+    sp.add_argument("--seconds", type=float, default=5.0, help="how long to listen with --mqtt (default 5)")
+    sp.add_argument("--nut-host", default="127.0.0.1", help="upsd to ask for its UPSes (default 127.0.0.1)")
+    sp.add_argument("--nut-port", type=int, help="upsd's port (default 3493)")
+    sp.add_argument("--no-nut", action="store_true", help="do not ask upsd")
+    for name in ("sys", "dev"):
+        sp.add_argument(f"--{name}", type=Path, default=Path(f"/{name}"), help=argparse.SUPPRESS)  # for tests
 
 
 def register(sub: Any, settings_help: str) -> None:
@@ -249,15 +261,7 @@ def register(sub: Any, settings_help: str) -> None:
     for name in ("fstab", "mounts", "sys", "proc", "throttled-file"):
         sp.add_argument(f"--{name}", type=Path, help=argparse.SUPPRESS)  # other roots, for tests
 
-    sp = add("scan", cmd_scan, "List the serial ports, 1-Wire and I2C sensors, UPSes and MQTT topics the station "
-             "sees, each with a config.py snippet.")
-    sp.add_argument("--mqtt", metavar="HOST[:PORT]", help="also list the topics this broker carries (subscribes to #)")
-    sp.add_argument("--seconds", type=float, default=5.0, help="how long to listen with --mqtt (default 5)")
-    sp.add_argument("--nut-host", default="127.0.0.1", help="upsd to ask for its UPSes (default 127.0.0.1)")
-    sp.add_argument("--nut-port", type=int, help="upsd's port (default 3493)")
-    sp.add_argument("--no-nut", action="store_true", help="do not ask upsd")
-    for name in ("sys", "dev"):
-        sp.add_argument(f"--{name}", type=Path, default=Path(f"/{name}"), help=argparse.SUPPRESS)  # for tests
+    _register_scan(add)
 
     sp = add("spikes", cmd_spikes, "Find outliers in one field over a time range; --delete removes them.")
     _series_args(sp)
