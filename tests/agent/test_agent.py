@@ -353,3 +353,26 @@ def test_after_an_outage_past_the_backoff_cap_delivery_resumes_once_ping_answers
     assert again
     keys = sorted((r.tags["sensor"], r.time_ns) for r in emitted)
     assert stored(influxd) == keys  # every reading exactly once
+
+
+def test_a_result_a_root_job_queued_reaches_influxdb_through_the_running_agent(
+    influxd: LocalInfluxd, tmp_path: Path
+) -> None:
+    """A backup (root) queues its result in the agent's incoming folder instead of opening the spool; the running
+    agent takes it into the spool and its sink delivers it; a file that is not text is set aside, once."""
+    from fieldstation.spool import enqueue, queue_dir
+
+    settings = settings_for(tmp_path, {"local": influxd.url})
+    with running_agent(settings, sensors(1.0)):
+        folder = queue_dir(settings.spool.path)
+        assert folder.is_dir() and folder.stat().st_mode & 0o777 == 0o700  # made by the agent, its own
+        (folder / "garbage-1.lp").write_bytes(b"\xff\xfe not text")
+        enqueue(settings.spool.path, ["fieldstation_backup,kind=backup ok=true,bytes=5i 1700000000000000000"], "backup")
+        rows: list[dict[str, object]] = []
+        wait_for(
+            lambda: bool(rows.extend(influxd.rows('SELECT * FROM "fieldstation_backup"', "fieldstation")) or rows),
+            20,
+            "the queued result in InfluxDB",
+        )
+        assert rows[0]["bytes"] == 5 and rows[0]["ok"] is True
+        assert sorted(p.name for p in folder.iterdir()) == ["garbage-1.lp.rejected"]

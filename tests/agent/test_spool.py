@@ -160,3 +160,25 @@ def test_trim_with_nothing_to_delete_writes_nothing(open_spool: Open, tmp_path: 
         spool.trim()
         assert spool.caught_up("local")
     assert [(f.stat().st_size, f.stat().st_mtime_ns) for f in files] == before
+
+
+def test_a_queued_file_is_taken_whole_in_order_and_odd_files_are_set_aside(tmp_path: Path) -> None:
+    from fieldstation.spool import QUEUE_MAX_BYTES, SpoolError, enqueue, queue_dir
+
+    path = tmp_path / "spool.db"
+    with pytest.raises(SpoolError, match="queue folder is missing"):
+        enqueue(path, ["m value=1 1"], "backup")
+    queue_dir(path).mkdir()
+    first = enqueue(path, ["m value=1 1", "m value=2 2"], "backup")
+    enqueue(path, ["m value=3 3"], "restore_drill")
+    assert first.stat().st_mode & 0o777 == 0o644  # the agent reads what root wrote
+    (queue_dir(path) / ".half.lp.tmp").write_text("m value=9 9\n")  # one being written: never taken
+    (queue_dir(path) / "huge.lp").write_bytes(b"m value=1 1\n" * (QUEUE_MAX_BYTES // 12 + 1))
+    spool = Spool(path, sinks=["local"])
+    try:
+        assert spool.take_queued() == 3
+        assert [line for _, line in spool.fetch("local", 10)] == ["m value=1 1", "m value=2 2", "m value=3 3"]
+        assert sorted(p.name for p in queue_dir(path).iterdir()) == [".half.lp.tmp", "huge.lp.rejected"]
+        assert spool.take_queued() == 0  # nothing retried
+    finally:
+        spool.close()

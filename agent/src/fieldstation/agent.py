@@ -31,7 +31,7 @@ from fieldstation.scheduler import Scheduler
 from fieldstation.sensor import Sensor
 from fieldstation.settings import AgentSettings
 from fieldstation.sink import SinkWorker, WriteError
-from fieldstation.spool import Spool
+from fieldstation.spool import Spool, queue_dir
 
 log = logging.getLogger("fieldstation.agent")
 
@@ -96,6 +96,10 @@ class Agent:
             settings.spool.path, max_bytes=settings.spool.max_bytes, sinks=[s.name for s in settings.sinks]
         )
         self.sinks = [SinkWorker(s, self.spool) for s in settings.sinks]
+        try:  # where jobs running as other users (backups) leave their readings
+            queue_dir(settings.spool.path).mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            log.warning("%s: cannot create the queue folder: %s", queue_dir(settings.spool.path), exc)
         self.scheduler = Scheduler(sensors, self._emit)
         self.energy = EnergyAccounting(settings.energy, _energy_baseline(settings))
         self._energy_saved: dict[str, float] | None = None  # what energy_file holds, once this run wrote it
@@ -199,6 +203,7 @@ class Agent:
                     )
                     self._holding_since = None
                 if time.monotonic() - last_trim >= 1.0:
+                    self.spool.take_queued()
                     self.spool.trim()
                     last_trim = time.monotonic()
             except Exception as exc:
@@ -378,6 +383,7 @@ class Agent:
                     pass
             sink.writer.close()
         try:
+            self.spool.take_queued()
             self.spool.trim()
         except Exception:
             log.exception("final spool trim failed")

@@ -53,6 +53,40 @@ class SpoolError(Exception):
     """The spool file cannot be used; the message is one line naming it."""
 
 
+#: Where a job running as another user than the agent's (a backup, as root) leaves its readings: one file of line
+#: protocol each, taken into the spool by the agent (:meth:`Spool.take_queued`, every second). Opening the spool
+#: itself would create SQLite's WAL files as that user, or need CAP_CHOWN to hand them back to the agent.
+QUEUE_DIR = "incoming"
+QUEUE_SUFFIX = ".lp"
+QUEUE_MAX_BYTES = 1 << 20  # a job's result is a line or two; anything bigger is not ours
+
+
+def queue_dir(spool_path: Path) -> Path:
+    return Path(spool_path).parent / QUEUE_DIR
+
+
+def enqueue(spool_path: Path, lines: list[str], name: str) -> Path:
+    """Leave ``lines`` for the agent to spool: written whole under a dot-name, made readable by the agent, synced,
+    then renamed into place, so the agent never takes half a file."""
+    folder = queue_dir(spool_path)
+    if not folder.is_dir():
+        raise SpoolError(f"{folder}: the agent's queue folder is missing (the agent and the playbook create it)")
+    final = folder / f"{time.time_ns()}-{name}{QUEUE_SUFFIX}"  # in time order by name
+    tmp = folder / f".{final.name}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in lines))
+            f.flush()
+            os.fchmod(f.fileno(), 0o644)  # not secret: a result; the folder itself is the agent's 0700
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise SpoolError(f"{final}: cannot queue the reading: {exc.strerror or exc}") from None
+    return final
+
+
 class Spool:
     """Thread-safe: each thread gets its own SQLite connection."""
 
@@ -118,6 +152,32 @@ class Spool:
         return int(row[0]) if row else 0
 
     # -- writing -----------------------------------------------------------------------------------
+
+    def take_queued(self) -> int:
+        """Spool the files other jobs queued (:func:`enqueue`), oldest first, and delete them; returns the lines
+        taken. A file that cannot be read as text, or is over ``QUEUE_MAX_BYTES``, is renamed ``*.rejected`` with one
+        log line, and never retried."""
+        folder = queue_dir(self.path)
+        try:
+            files = sorted(p for p in folder.iterdir() if p.suffix == QUEUE_SUFFIX and not p.name.startswith("."))
+        except FileNotFoundError:
+            return 0
+        taken = 0
+        for path in files:
+            try:
+                if path.stat().st_size > QUEUE_MAX_BYTES:
+                    raise ValueError(f"over {QUEUE_MAX_BYTES} bytes")
+                lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+                log.error("%s: not taken into the spool (%s); renamed .rejected", path, exc)
+                with contextlib.suppress(OSError):
+                    path.replace(path.with_name(path.name + ".rejected"))
+                continue
+            if lines:
+                self.append(lines)
+            path.unlink()
+            taken += len(lines)
+        return taken
 
     def append(self, lines: list[str], confirmed: Iterable[str] = ()) -> int:
         """Commit points; when this returns they are acknowledged. Returns the last id.

@@ -55,10 +55,12 @@ class Station:
         return main([*args, "--settings", str(self.settings)])
 
     def readings(self) -> list[str]:
+        """What the agent's spool holds once the agent took the results the jobs queued for it."""
         from fieldstation.spool import Spool
 
         spool = Spool(self.root / "spool.db", sinks=["local"])
         try:
+            spool.take_queued()
             return [line for _, line in spool.fetch("local", 1000)]
         finally:
             spool.close()
@@ -95,6 +97,7 @@ def station(tmp_path: Path, influxd: LocalInfluxd, samba: Samba) -> Station:
     con.close()
     agent = tmp_path / "agent.toml"
     agent.write_text(f'[spool]\npath = "{tmp_path / "spool.db"}"\n[[sinks]]\nname = "local"\n')
+    (tmp_path / "incoming").mkdir()  # the agent's queue folder, as the agent makes it at start
     st = Station(tmp_path, influxd, samba, tmp_path / "backup.toml", agent)
     st.write_settings()
     return st

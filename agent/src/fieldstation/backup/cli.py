@@ -1,6 +1,7 @@
 """``fieldstation backup [--sd-image]``, ``fieldstation backup verify`` and ``fieldstation restore [BACKUP]``.
 
-Each backup and each drill, good or failed, leaves one reading in the agent's spool: measurement
+Each backup and each drill, good or failed, leaves one reading for the agent's spool (queued in its ``incoming``
+folder, taken within a second by the running agent): measurement
 ``fieldstation_backup``, tag ``kind`` = ``backup`` | ``restore_drill``, fields ``ok``, ``bytes``, ``duration_s``
 (what the agent dashboard and the "no good backup" alert read).
 """
@@ -23,20 +24,17 @@ def _say(line: str) -> None:
 
 
 def record(agent_settings: Path | None, kind: str, *, ok: bool, size: int, duration_s: float) -> None:
-    """The same path as ``fieldstation record``: one line protocol point appended to the spool."""
+    """The result as one line protocol point, queued for the agent's spool (``spool.enqueue``): the backup runs as
+    root, and opening the spool itself would leave SQLite's WAL files root's."""
     from fieldstation.reading import encode_line
     from fieldstation.settings import load_settings
-    from fieldstation.spool import Spool
+    from fieldstation.spool import enqueue
 
     settings = load_settings(agent_settings)
     line = encode_line(
         MEASUREMENT, {"kind": kind}, {"ok": ok, "bytes": size, "duration_s": round(duration_s, 3)}, time.time_ns()
     )
-    spool = Spool(settings.spool.path, max_bytes=settings.spool.max_bytes, sinks=[s.name for s in settings.sinks])
-    try:
-        spool.append([line])
-    finally:
-        spool.close()
+    enqueue(settings.spool.path, [line], kind)
 
 
 def _run(args: argparse.Namespace, kind: str, fn: Any) -> int:
