@@ -306,6 +306,16 @@ except urllib.error.HTTPError as e:
     assert report["points"] == 2 and report["skipped"] == {"No Data": 1}
     assert (station.root / "srv/data/archive/siemens/trend.csv.report.json").exists()
 
+    # Through the agent's inbox, by a user of its own that cannot read the agent's settings (the sinks' passwords).
+    assert service_property(b, "fieldstation-upload.service", "User") == "fieldstation-upload"
+    main_pid = service_property(b, "fieldstation-upload.service", "MainPID")
+    assert b.run(["stat", "-c", "%U", f"/proc/{main_pid}"]).stdout.strip() == "fieldstation-upload"  # as it runs
+    refused = b.run(["setpriv", "--reuid=fieldstation-upload", "--regid=fieldstation-upload", "--init-groups",
+                     "cat", "/etc/fieldstation/agent.toml"])
+    assert refused.returncode != 0 and "Permission denied" in refused.stderr, refused
+    upload_toml = b.run(["stat", "-c", "%a %U:%G", "/etc/fieldstation-upload/upload.toml"]).stdout.split()
+    assert upload_toml == ["640", "root:fieldstation-upload"]
+
 
 def test_sftp_accounts_are_chrooted_into_the_inbox(station: Station) -> None:
     effective = station.booted.run(
