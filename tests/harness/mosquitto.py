@@ -22,6 +22,8 @@ class Mosquitto:
     root: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    #: user → password; when given, anonymous clients are refused and only these users get in.
+    passwords: dict[str, str] = field(default_factory=dict)
 
     @property
     def log(self) -> Path:
@@ -30,9 +32,18 @@ class Mosquitto:
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         conf = self.root / "mosquitto.conf"
+        access = "allow_anonymous true\n"
+        if self.passwords:
+            pwfile = self.root / "passwd"
+            pwfile.unlink(missing_ok=True)
+            for user, password in self.passwords.items():
+                create = [] if pwfile.exists() else ["-c"]
+                subprocess.run(["/usr/bin/mosquitto_passwd", *create, "-b", str(pwfile), user, password], check=True)
+            pwfile.chmod(0o600)
+            access = f"allow_anonymous false\npassword_file {pwfile}\n"
         # No persistence: a restart forgets retained messages, as a broker whose store was lost does.
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"listener {self.port} 127.0.0.1\n{access}persistence false\n"
             # A log file is flushed line by line (stdout is block-buffered): tests read what the broker saw.
             # Started as root, mosquitto would drop to the `mosquitto` user, who cannot write the test's directory.
             f"user {getpass.getuser()}\n"

@@ -26,6 +26,7 @@ from typing import Any
 from fieldstation import sdnotify
 from fieldstation.energy import EnergyAccounting
 from fieldstation.ingest.inbox import Inbox
+from fieldstation.mqtt_output import MqttOutput
 from fieldstation.reading import Reading
 from fieldstation.scheduler import Scheduler
 from fieldstation.sensor import Sensor
@@ -107,6 +108,8 @@ class Agent:
         # Dropped files go straight to the spool from the inbox's own thread (SQLite connections are per thread).
         self.inbox = Inbox(settings.ingest, append=self._append_dropped) if settings.ingest else None
         self.on_readings = on_readings
+        # Best effort, beside the durable path: readings (not the energy counters' tariff split) to a broker.
+        self.mqtt_output = MqttOutput(settings.mqtt_output, sensors) if settings.mqtt_output else None
         self._pending: list[str] = []
         # Windows taken out of _pending but not yet stored, with the sinks that confirmed each: only while the
         # spool fails. Never more than max_pending lines; the oldest beyond that are dropped and counted.
@@ -126,6 +129,8 @@ class Agent:
     # -- readings into the spool -------------------------------------------------------------------
 
     def _emit(self, readings: list[Reading]) -> None:
+        if self.mqtt_output is not None:
+            self.mqtt_output.put(readings)
         readings = readings + self.energy.readings(readings)
         lines = [r.to_line() for r in readings]
         with self._lock:
@@ -254,6 +259,8 @@ class Agent:
                 t,
             )
         )
+        if self.mqtt_output is not None:
+            out += self.mqtt_output.health_readings(t)
         per_day = self.bytes_written_per_day()
         if per_day is not None:
             out.append(Reading("fieldstation_agent", {"bytes_written_per_day": per_day}, {**agent, "unit": "B/d"}, t))
@@ -350,6 +357,8 @@ class Agent:
             sink.start()
         if self.inbox is not None:
             self.inbox.start()
+        if self.mqtt_output is not None:
+            self.mqtt_output.start()
         housekeeping = asyncio.create_task(self._housekeeping())
         sdnotify.notify("READY=1")
         log.info("running %d sensors, %d sinks", len(self.scheduler.sensors), len(self.sinks))
@@ -366,6 +375,8 @@ class Agent:
         """Flush: commit everything pending, give each sink a last bounded chance to drain, stop threads."""
         if self.inbox is not None:
             self.inbox.stop()  # a file half-parsed stays in the inbox and is taken again at the next start
+        if self.mqtt_output is not None:
+            self.mqtt_output.stop()
         self._committer_stop.set()
         self._committer.join(10)
         try:

@@ -18,6 +18,7 @@ from fieldstation.energy import EnergySettings
 from fieldstation.errors import ConfigError
 from fieldstation.fleet import TAG_PATTERN
 from fieldstation.ingest.inbox import IngestSettings
+from fieldstation.mqtt_output import MqttOutputSettings
 from fieldstation.paths import DEFAULT_SETTINGS, STATE_DIR
 
 M = TypeVar("M", bound=BaseModel)
@@ -141,6 +142,9 @@ class AgentSettings(_Strict):
     )
     energy: EnergySettings = Field(default_factory=EnergySettings, description="Energy counters and tariff table.")
     ingest: IngestSettings | None = Field(None, description="File-drop ingestion: inbox, sources, upload tokens.")
+    mqtt_output: MqttOutputSettings | None = Field(
+        None, description="Readings and Home Assistant discovery to an MQTT broker (docs/mqtt-output.md)."
+    )
 
 
 def load_toml(path: Path, model: type[M]) -> M:
