@@ -147,7 +147,9 @@ def _iso(time_ns: int) -> str:
 def test_after_a_broker_restart_it_reconnects_announces_again_and_keeps_publishing(
     influxd: LocalInfluxd, mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    settings = settings_for(tmp_path, {"local": influxd.url}, mqtt_output=output(mosquitto))
+    settings = settings_for(
+        tmp_path, {"local": influxd.url}, mqtt_output=output(mosquitto, max_queued=10), health_interval=1
+    )
     with running_agent(settings, station_sensors()) as (agent, _):
         out = agent.mqtt_output
         assert out is not None
@@ -156,6 +158,9 @@ def test_after_a_broker_restart_it_reconnects_announces_again_and_keeps_publishi
         mosquitto.stop()
         wait_for(lambda: not out.connected.is_set(), 20, "the output to notice the broker is gone")
         points_before = len(stored(influxd))
+        wait_for(lambda: out.dropped > 0, 20, "the oldest state messages dropped beyond max_queued")
+        wait_for(lambda: bool(influxd.rows('SELECT max("dropped") FROM "fieldstation_mqtt_output"', "fieldstation")),
+                 20, "the drop counted in the health readings")
         mosquitto.start()  # same port; no persistence: the retained configs are gone with the old broker
         with subscribed(mosquitto) as sub:
             # Live or retained, depending on who connected first.
@@ -163,6 +168,8 @@ def test_after_a_broker_restart_it_reconnects_announces_again_and_keeps_publishi
             wait_for(lambda: len(sub.configs()) >= 4, 10, "the discovery configs published again")
             wait_for(lambda: len(sub.of(f"{PREFIX}/meter/state")) >= 3, 10, "state messages after the restart")
         wait_for(lambda: len(stored(influxd)) > points_before, 10, "InfluxDB still getting points")
+    rows = influxd.rows('SELECT max("dropped") FROM "fieldstation_mqtt_output"', "fieldstation")
+    assert rows[0]["max"] > 0
 
 
 def test_refused_credentials_log_one_line_and_the_agent_keeps_storing(
