@@ -24,6 +24,12 @@ class Mosquitto:
     proc: subprocess.Popen[bytes] | None = None
     #: user → password; when given, anonymous clients are refused and only these users get in.
     passwords: dict[str, str] = field(default_factory=dict)
+    #: TLS only, with a self-signed certificate for 127.0.0.1 (``cert``: the file a client trusts).
+    tls: bool = False
+
+    @property
+    def cert(self) -> Path:
+        return self.root / "broker.pem"
 
     @property
     def log(self) -> Path:
@@ -41,6 +47,15 @@ class Mosquitto:
                 subprocess.run(["/usr/bin/mosquitto_passwd", *create, "-b", str(pwfile), user, password], check=True)
             pwfile.chmod(0o600)
             access = f"allow_anonymous false\npassword_file {pwfile}\n"
+        if self.tls and not self.cert.exists():
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                 "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(self.root / "broker.key"),
+                 "-out", str(self.cert)],
+                check=True, capture_output=True,
+            )
+        if self.tls:
+            access += f"certfile {self.cert}\nkeyfile {self.root / 'broker.key'}\n"
         # No persistence: a restart forgets retained messages, as a broker whose store was lost does.
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n{access}persistence false\n"

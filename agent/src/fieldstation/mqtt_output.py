@@ -23,6 +23,7 @@ import os
 import re
 import socket
 import ssl
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,7 +250,11 @@ class MqttOutput:
             self._cond.notify()
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        self._trouble("cannot reach the broker", new_only=True)  # after "connection lost": the same outage
+        # paho calls this from inside its `except OSError`, and does not pass the error on: it is the one being handled
+        # (a refused TCP connection, a certificate that does not verify).
+        exc = sys.exc_info()[1]
+        problem = f"cannot reach the broker: {exc}" if exc is not None else "cannot reach the broker"
+        self._trouble(problem, new_only=True)  # after "connection lost": the same outage, no second line
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         was_connected = self.connected.is_set()
