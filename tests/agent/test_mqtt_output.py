@@ -123,6 +123,7 @@ def test_discovery_is_retained_and_states_match_the_readings(
     assert temperature["state_topic"] == f"{PREFIX}/air/state"
     assert temperature["value_template"] == "{{ value_json.temperature }}"
     assert temperature["unique_id"] == f"{NODE}_air_temperature"
+    assert temperature["default_entity_id"] == f"sensor.{NODE}_air_temperature"
     assert temperature["availability_topic"] == f"{PREFIX}/status"
     assert temperature["device"]["identifiers"] == [NODE]
     classes = {t.split("/")[3]: (c.get("device_class"), c.get("unit_of_measurement"), c.get("state_class"))
@@ -217,6 +218,8 @@ def test_hostile_field_names_become_safe_topics_and_bools_binary_sensors(
     }
     binary = [t for t in configs if t.startswith("homeassistant/binary_sensor/")]
     assert binary == [f"homeassistant/binary_sensor/{NODE}/door_open/config"]
+    assert configs[binary[0]]["default_entity_id"] == f"binary_sensor.{NODE}_door_open"
+    assert all(re.fullmatch(r"(binary_)?sensor\.[a-z0-9_]+", c["default_entity_id"]) for c in configs.values())
     assert {k: v for k, v in state.items() if k != "time"} == {"open": True, "a/b": 1.0, "a+b": 2.0, "c#": 3.0}
     assert all(isinstance(r, Reading) for r in emitted)
 

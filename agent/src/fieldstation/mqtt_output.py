@@ -362,10 +362,14 @@ class MqttOutput:
     def discovery_config(self, sensor: str, field: str, entity: Entity) -> dict[str, Any]:
         """The Home Assistant discovery payload of one field."""
         expr = value_template(field)
+        unique_id = f"{self.node}_{safe_id(sensor)}_{safe_id(field)}"
+        component = "binary_sensor" if entity.binary else "sensor"
         config: dict[str, Any] = {
             "name": f"{sensor} {field}",
-            "unique_id": f"{self.node}_{safe_id(sensor)}_{safe_id(field)}",
-            "object_id": f"{self.node}_{safe_id(sensor)}_{safe_id(field)}",
+            "unique_id": unique_id,
+            # The entity id Home Assistant starts from (its object_id before 2025.10, which 2026.4 no longer reads):
+            # lower case, digits and _ only.
+            "default_entity_id": f"{component}.{unique_id.lower().replace('-', '_')}",
             "state_topic": self.state_topic(sensor),
             "availability_topic": self.status_topic,
             "payload_available": "online",
