@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import socket
-import ssl
 import sys
 import threading
 from dataclasses import dataclass
@@ -219,6 +218,8 @@ class MqttOutput:
             password = settings.password.get_secret_value() if settings.password is not None else None
             self.client.username_pw_set(settings.username, password)
         if settings.tls:
+            import ssl
+
             self.client.tls_set_context(ssl.create_default_context(cafile=settings.ca_file))
         self.client.will_set(self.status_topic, "offline", qos=1, retain=True)
         self.client.reconnect_delay_set(*RECONNECT_DELAY)
