@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from fieldstation.reading import Reading
 from fieldstation.sensor import Sensor
 from fieldstation.sensors.simulated import Simulated
 from fieldstation.settings import AgentSettings, load_toml
-from harness.agent import running_agent, settings_for, stored, wait_for
+from harness.agent import running_agent, settings_for, start_agent_process, stored, wait_for
 from harness.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.slow
@@ -250,6 +251,37 @@ def test_over_tls_the_broker_s_certificate_is_checked(influxd: LocalInfluxd, tmp
         broker.stop()
     lines = [r.getMessage() for r in caplog.records if r.name == "fieldstation.mqtt_output"]
     assert len(lines) == 1, lines
+
+
+def test_fieldstation_run_with_mqtt_output_in_agent_toml(influxd: LocalInfluxd, mosquitto: Mosquitto,
+                                                          tmp_path: Path) -> None:
+    """Where a user starts: agent.toml and config.py files, `fieldstation run`, SIGTERM."""
+    (tmp_path / "config.py").write_text(
+        "from fieldstation.sensors.simulated import Simulated\n"
+        "sensors = [Simulated(name='t', unit='°C', interval=0.2)]\n"
+    )
+    (tmp_path / "agent.toml").write_text(
+        f'config = "{tmp_path / "config.py"}"\nstate_file = "{tmp_path / "state.json"}"\n'
+        f'energy_file = "{tmp_path / "energy.json"}"\n'
+        f'[spool]\npath = "{tmp_path / "spool.db"}"\n'
+        f'[[sinks]]\nname = "local"\nurl = "{influxd.url}"\n'
+        f'[mqtt_output]\nhost = "127.0.0.1"\nport = {mosquitto.port}\nnode_id = "{NODE}"\ntopic_prefix = "{PREFIX}"\n'
+    )
+    log = tmp_path / "agent.log"
+    proc = start_agent_process(tmp_path / "agent.toml", log)
+    try:
+        with subscribed(mosquitto) as sub:
+            wait_for(lambda: len(sub.of(f"{PREFIX}/t/state")) >= 3, 30, "state messages from `fieldstation run`")
+            config = json.loads(sub.of(f"homeassistant/sensor/{NODE}/t_value/config")[-1])
+            assert (config["device_class"], config["unit_of_measurement"]) == ("temperature", "°C")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+            wait_for(lambda: sub.of(f"{PREFIX}/status")[-1:] == [b"offline"], 10, "offline at a clean stop")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert "Traceback" not in log.read_text()
 
 
 def test_names_and_templates() -> None:
