@@ -8,6 +8,7 @@ import logging
 import re
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,14 @@ class Door(Sensor):
 
     def read(self) -> dict[str, Any]:
         return {"open": True, "a/b": 1.0, "a+b": 2.0, "c#": 3.0}
+
+
+class Burst(Sensor):
+    """A logger handing over two timestamped values per read, as the mqtt driver does with messages queued."""
+
+    def read(self) -> list[Reading]:
+        now = time.time_ns()
+        return [Reading("burst", {"n": 1.0}, {}, now - 10**9), Reading("burst", {"n": 2.0}, {}, now)]
 
 
 class Subscriber:
@@ -282,6 +291,18 @@ def test_fieldstation_run_with_mqtt_output_in_agent_toml(influxd: LocalInfluxd, 
             proc.kill()
             proc.wait(10)
     assert "Traceback" not in log.read_text()
+
+
+def test_readings_of_one_read_with_their_own_times_are_one_message_each(
+    influxd: LocalInfluxd, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, {"local": influxd.url}, mqtt_output=output(mosquitto))
+    with running_agent(settings, [Burst(name="burst", interval=0.2)]) as (_, emitted), subscribed(mosquitto) as sub:
+        wait_for(lambda: len(sub.of(f"{PREFIX}/burst/state")) >= 6, 20, "6 state messages")
+        states = [json.loads(p) for p in sub.of(f"{PREFIX}/burst/state")]
+        readings = {_iso(r.time_ns): r.fields["n"] for r in emitted}
+    assert all(readings[doc["time"]] == doc["n"] for doc in states), states
+    assert {doc["n"] for doc in states} == {1.0, 2.0}
 
 
 def test_names_and_templates() -> None:

@@ -271,11 +271,12 @@ class MqttOutput:
         self.client.loop_start()  # its thread retries a failed first connection too
 
     def put(self, readings: list[Reading]) -> None:
-        """Queue one read's readings (one message per sensor); never blocks."""
-        states: dict[str, State] = {}
+        """Queue one read's readings, one message per sensor and time (a read of the mqtt driver may return several
+        messages' readings, each with its own time); never blocks."""
+        states: dict[tuple[str, int], State] = {}
         for r in readings:
             sensor = r.tags.get("sensor", "")
-            st = states.setdefault(sensor, State(sensor, {}, {}, r.time_ns))
+            st = states.setdefault((sensor, r.time_ns), State(sensor, {}, {}, r.time_ns))
             st.fields.update(r.fields)
             st.units.update(dict.fromkeys(r.fields, r.tags.get("unit", "")))
         with self._cond:
