@@ -293,9 +293,9 @@ def cmd_grafana_render(args: argparse.Namespace) -> int:
     from fieldstation.loader import load_sensors
     from fieldstation.settings import load_settings, load_toml
 
-    sensors = load_sensors(args.config)
     gs_path = args.grafana or DEFAULT_GRAFANA_SETTINGS
     gs = load_toml(gs_path, GrafanaSettings) if args.grafana or gs_path.exists() else GrafanaSettings()
+    sensors = [] if gs.fleet_only else load_sensors(args.config)  # a fleet's central server has no config.py
     agent_settings = load_settings(args.settings)
     changed = render(args.outdir, sensors, gs, agent_settings.energy, agent_settings.ingest)
     for rel in changed:
@@ -468,7 +468,12 @@ def _admin_commands(sub: Any, settings_help: str) -> None:
         "Write datasource, dashboards and alerting provisioning for config.py (deterministic).",
     )
     sp.add_argument("outdir", type=Path, help="Grafana's provisioning directory, e.g. /etc/grafana/provisioning")
-    sp.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"config.py (default {DEFAULT_CONFIG})")
+    sp.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help=f"config.py (default {DEFAULT_CONFIG}; not read when grafana.toml sets fleet_only)",
+    )
     sp.add_argument("--grafana", type=Path, help="grafana.toml (default /etc/fieldstation/grafana.toml if present)")
     sp.add_argument("--settings", type=Path, help=settings_help + "; gives the tariff's currency and time zone")
 

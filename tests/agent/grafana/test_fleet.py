@@ -5,6 +5,8 @@ their central sinks tag them."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -19,6 +21,7 @@ from fieldstation.grafana.settings import Fleet, GrafanaSettings
 from fieldstation.loader import load_sensors
 from harness.victoria import VictoriaMetrics
 
+FIELDSTATION = Path(sys.executable).parent / "fieldstation"
 EXAMPLE_STATION = Path(__file__).parents[3] / "provisioning" / "example_station.py"
 
 
@@ -52,6 +55,70 @@ def test_the_fleet_dashboard_validates_and_its_alert_resolves(
     assert rule["data"][0]["datasourceUid"] == fleet.DATASOURCE_UID
     assert rule["data"][2]["model"]["conditions"][0]["evaluator"] == {"type": "gt", "params": [300]}
     assert rule["noDataState"] == "Alerting"  # a fleet of which nothing arrives at all is silent too
+
+
+FLEET_ONLY_TOML = """
+url = "https://fleet-central.local:3000"
+fleet_only = true
+[fleet]
+url = "http://127.0.0.1:8428"
+silent_after = "10m"
+[alerts]
+emails = ["lab-alerts@example.org"]
+"""
+
+
+def render_cli(tmp_path: Path, toml: str) -> subprocess.CompletedProcess[str]:
+    """`fieldstation grafana render` as the central server's grafana role runs it: no config.py, no agent.toml."""
+    (tmp_path / "grafana.toml").write_text(toml)
+    argv = [str(FIELDSTATION), "grafana", "render", str(tmp_path / "out"),
+            "--config", str(tmp_path / "no-config.py"), "--grafana", str(tmp_path / "grafana.toml")]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+def test_fleet_only_renders_the_fleet_alone_without_config_py(
+    tmp_path: Path,
+    validator: Path,  # noqa: F811  (the imported fixture)
+) -> None:
+    result = render_cli(tmp_path, FLEET_ONLY_TOML)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == [
+        "alerting/fieldstation-contact-points.yaml",
+        "alerting/fieldstation-policies.yaml",
+        "alerting/fieldstation-rules.yaml",
+        "alerting/fieldstation-templates.yaml",
+        "dashboards/fieldstation.yaml",
+        f"dashboards/fieldstation/{fleet.DASHBOARD_UID}.json",
+        "datasources/fieldstation.yaml",
+    ]
+    (vm,) = yaml.safe_load((out / "datasources/fieldstation.yaml").read_text())["datasources"]  # no InfluxDB
+    assert (vm["uid"], vm["type"], vm["url"], vm["isDefault"]) == (
+        fleet.DATASOURCE_UID, "prometheus", "http://127.0.0.1:8428", True)
+    (group,) = yaml.safe_load((out / "alerting/fieldstation-rules.yaml").read_text())["groups"]
+    (rule,) = group["rules"]
+    assert rule["uid"] == fleet.SILENT_RULE_UID and rule["data"][0]["datasourceUid"] == fleet.DATASOURCE_UID
+    assert rule["data"][2]["model"]["conditions"][0]["evaluator"]["params"] == [600]
+    assert "https://fleet-central.local:3000/d/fieldstation-fleet" in rule["annotations"]["link"]
+    (point,) = yaml.safe_load((out / "alerting/fieldstation-contact-points.yaml").read_text())["contactPoints"]
+    assert point["receivers"][0]["settings"]["addresses"] == "lab-alerts@example.org"
+    (provider,) = yaml.safe_load((out / "dashboards/fieldstation.yaml").read_text())["providers"]
+    assert provider["options"]["path"] == f"{out.resolve()}/dashboards/fieldstation"
+    result = validate(validator, [out / f"dashboards/fieldstation/{fleet.DASHBOARD_UID}.json"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Without alert addresses: no mail files, and a warning that says so.
+    result = render_cli(tmp_path, FLEET_ONLY_TOML.replace('"lab-alerts@example.org"', ""))
+    assert result.returncode == 0, result.stderr
+    assert "alerts.emails is empty" in result.stderr
+    assert not list((out / "alerting").glob("fieldstation-contact-points.yaml"))
+
+
+def test_fleet_only_without_a_fleet_section_is_refused_naming_both(tmp_path: Path) -> None:
+    result = render_cli(tmp_path, "fleet_only = true\n")
+    assert result.returncode != 0
+    assert "fleet_only = true needs a [fleet] section" in result.stderr and "grafana.toml" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def health_lines(now_ns: int, *, stale: bool, backup_ok: bool) -> list[str]:

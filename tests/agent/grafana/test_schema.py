@@ -23,7 +23,7 @@ import yaml
 from agent.grafana.test_units import EVERY_DRIVER
 from fieldstation.energy import EnergySettings
 from fieldstation.grafana import render
-from fieldstation.grafana.settings import GrafanaSettings, Ups
+from fieldstation.grafana.settings import Fleet, GrafanaSettings, Ups
 from fieldstation.loader import load_sensors
 
 SCHEMA = Path(__file__).parent / "schema"
@@ -55,7 +55,7 @@ def validate(validator: Path, files: list[Path]) -> subprocess.CompletedProcess[
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Provisioning trees: the example station and every driver (with a campaign dashboard)."""
+    """Provisioning trees: the example station and every driver (with a campaign dashboard), a central server's."""
     from fieldstation.ingest.inbox import IngestSettings, SourceSettings
 
     root = tmp_path_factory.mktemp("schema")
@@ -68,12 +68,14 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         out = root / name
         render(out, load_sensors(path), SETTINGS, EnergySettings(), ingest)
         trees.append(out)
-    return trees
+    out = root / "fleet-only"  # a fleet's central server: the fleet's dashboard, rule and mail only
+    render(out, [], SETTINGS.model_copy(update={"fleet_only": True, "fleet": Fleet()}), EnergySettings())
+    return [*trees, out]
 
 
 def test_every_rendered_dashboard_validates_against_grafana_schema(validator: Path, rendered: list[Path]) -> None:
     files = sorted(p for tree in rendered for p in (tree / "dashboards").rglob("*.json"))
-    assert len(files) == 12  # 5 + 5 dashboards, a campaign in each tree
+    assert len(files) == 13  # 5 + 5 dashboards, a campaign in each tree, the fleet's
     result = validate(validator, files)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().splitlines()[-1].endswith("panels valid")

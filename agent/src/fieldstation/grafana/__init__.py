@@ -12,7 +12,8 @@ OUTDIR mirrors Grafana's provisioning tree (``/etc/grafana/provisioning``)::
 
 With a ``[fleet]`` section (a fleet's central server) also the VictoriaMetrics datasource (uid
 fieldstation-victoriametrics), dashboards/fieldstation/fieldstation-fleet.json and the "station went silent" rule
-(fieldstation.grafana.fleet).
+(fieldstation.grafana.fleet). With ``fleet_only = true`` as well (the central server, which is no station) only
+those, the provider and the mail files: no InfluxDB datasource, no station dashboard or rule, no config.py read.
 
 The same inputs give the same bytes (sorted keys, fixed uids, no timestamps), so Ansible reports a change only
 when something changed. Files of ours that a new config no longer needs (a UPS dashboard after the last UPS is
@@ -134,6 +135,8 @@ def render_files(
 ) -> dict[str, str]:
     """Relative path → file content, for every file of ours. ``org_ids``: what ``fieldstation grafana orgs``
     recorded (client → organization id)."""
+    if gs.fleet_only:
+        return fleet_files(gs)
     orgs = client_orgs(gs, org_ids or {})
     nuts = _kind(sensors, "nut")
     boards = [
@@ -168,6 +171,28 @@ def render_files(
             continue  # its organization does not exist yet: `fieldstation grafana orgs` first
         board = campaigns_mod.campaign_dashboard(client, campaign, policy, gs)
         out[campaigns_mod.dashboard_path(client, campaign, gs)] = json.dumps(board, indent=2, sort_keys=True) + "\n"
+    return out
+
+
+def fleet_files(gs: GrafanaSettings) -> dict[str, str]:
+    """A fleet's central server: VictoriaMetrics (its default datasource), the fleet dashboard, the silent-station
+    rule, and mail when alerts.emails is set."""
+    vm = fleet.datasource(gs) | {"isDefault": True}
+    datasources = {"apiVersion": 1, "deleteDatasources": [], "datasources": [vm]}
+    rules = {"apiVersion": 1, "groups": [fleet.rules_group(gs)]}
+    board = fleet.dashboard(gs)
+    out = {
+        f"datasources/{PREFIX}.yaml": yaml_text(datasources),
+        f"dashboards/{PREFIX}.yaml": yaml_text(provider_file(gs)),
+        f"alerting/{PREFIX}-rules.yaml": yaml_text(rules),
+        f"dashboards/{PREFIX}/{board['uid']}.json": json.dumps(board, indent=2, sort_keys=True) + "\n",
+    }
+    if gs.alerts.emails:
+        out |= {
+            f"alerting/{PREFIX}-contact-points.yaml": yaml_text(alerting.contact_points_file(gs)),
+            f"alerting/{PREFIX}-policies.yaml": yaml_text(alerting.policies_file([], [], gs)),
+            f"alerting/{PREFIX}-templates.yaml": yaml_text(alerting.templates_file()),
+        }
     return out
 
 

@@ -116,6 +116,11 @@ class GrafanaSettings(_Strict):
     )
     alerts: Alerts = Field(default_factory=Alerts)
     fleet: Fleet | None = Field(None, description="A fleet's central server: its datasource, dashboard and alert.")
+    fleet_only: bool = Field(
+        False,
+        description="A fleet's central server, which is no station: only [fleet]'s datasource, dashboard and alert "
+        "(and mail), no config.py, no InfluxDB datasource, no station dashboards or rules. Needs [fleet].",
+    )
     ups: list[Ups] = Field(default_factory=list)
     clients: list[Client] = Field(default_factory=list)
     organizations: bool = Field(
@@ -130,6 +135,8 @@ class GrafanaSettings(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> GrafanaSettings:
+        if self.fleet_only and self.fleet is None:
+            raise ValueError("fleet_only = true needs a [fleet] section (the VictoriaMetrics to read)")
         for what, names in (("ups", [u.sensor for u in self.ups]), ("clients", [c.name for c in self.clients])):
             if len(set(names)) != len(names):
                 raise ValueError(f"{what}: each {'sensor' if what == 'ups' else 'name'} may appear once")
