@@ -82,6 +82,7 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        self.client._reset_sockets()  # the socket pair of loop_start(), else closed by the garbage collector
 
 
 @contextmanager

@@ -300,6 +300,9 @@ class MqttOutput:
                 info.wait_for_publish(STOP_TIMEOUT)
         self.client.disconnect()
         self.client.loop_stop()
+        # loop_start() opened a socket pair to wake paho's thread, which only Client.__del__ closes (paho-mqtt 2.2):
+        # the agent's objects live in reference cycles, so that would wait for the garbage collector.
+        self.client._reset_sockets()
         self.dropped += len(self._queue)
         self._queue.clear()
 
