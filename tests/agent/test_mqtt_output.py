@@ -35,7 +35,7 @@ class Door(Sensor):
     """A device with a bool field and field names that are MQTT wildcards and separators."""
 
     def read(self) -> dict[str, Any]:
-        return {"open": True, "a/b": 1.0, "a+b": 2.0, "c#": 3.0}
+        return {"open": True, "a/b": 1.0, "a+b": 2.0, "c#": 3.0, "state": "ajar"}
 
 
 class Burst(Sensor):
@@ -216,24 +216,30 @@ def test_hostile_field_names_become_safe_topics_and_bools_binary_sensors(
     influxd: LocalInfluxd, mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     settings = settings_for(tmp_path, {"local": influxd.url}, mqtt_output=output(mosquitto))
-    with running_agent(settings, [Door(name="door", interval=0.2)]), subscribed(mosquitto) as sub:
-        wait_for(lambda: len(sub.configs()) >= 4 and sub.of(f"{PREFIX}/door/state"), 20, "4 configs and a state")
+    with running_agent(settings, [Door(name="door", unit="°C", interval=0.2)]), subscribed(mosquitto) as sub:
+        wait_for(lambda: len(sub.configs()) >= 5 and sub.of(f"{PREFIX}/door/state"), 20, "5 configs and a state")
         configs = sub.configs()
         state = json.loads(sub.of(f"{PREFIX}/door/state")[-1])
     assert all(CONFIG_TOPIC.match(t) for t in configs), sorted(configs)
-    assert len({c["unique_id"] for c in configs.values()}) == 4  # a/b and a+b stay two entities
+    assert len({c["unique_id"] for c in configs.values()}) == 5  # a/b and a+b stay two entities
     templates = {c["value_template"] for c in configs.values()}
     assert templates == {
         "{{ 'ON' if value_json.open else 'OFF' }}",
         '{{ value_json["a/b"] }}',
         '{{ value_json["a+b"] }}',
         '{{ value_json["c#"] }}',
+        "{{ value_json.state }}",
     }
     binary = [t for t in configs if t.startswith("homeassistant/binary_sensor/")]
     assert binary == [f"homeassistant/binary_sensor/{NODE}/door_open/config"]
     assert configs[binary[0]]["default_entity_id"] == f"binary_sensor.{NODE}_door_open"
     assert all(re.fullmatch(r"(binary_)?sensor\.[a-z0-9_]+", c["default_entity_id"]) for c in configs.values())
-    assert {k: v for k, v in state.items() if k != "time"} == {"open": True, "a/b": 1.0, "a+b": 2.0, "c#": 3.0}
+    assert {k: v for k, v in state.items() if k != "time"} == {"open": True, "a/b": 1.0, "a+b": 2.0, "c#": 3.0,
+                                                              "state": "ajar"}
+    # A string in °C (the unit is the sensor's, for every field) would be refused by Home Assistant as not numeric.
+    text = configs[f"homeassistant/sensor/{NODE}/door_state/config"]
+    assert not {"unit_of_measurement", "device_class", "state_class"} & set(text)
+    assert configs[f"homeassistant/sensor/{NODE}/door_a_b_{safe_id('a/b')[-6:]}/config"]["device_class"] == "temperature"
 
 
 # paho-mqtt 2.2 leaves the SSLSocket of a failed handshake to the garbage collector (Client._ssl_wrap_socket raises

@@ -157,6 +157,8 @@ class Entity:
 
     unit: str
     binary: bool
+    #: The value seen is a string: no unit, device or state class (Home Assistant would refuse it as not numeric).
+    text: bool = False
 
 
 @dataclass
@@ -342,7 +344,7 @@ class MqttOutput:
     def _send_state(self, st: State) -> None:
         if self.settings.homeassistant_discovery:
             for field, value in st.fields.items():
-                entity = Entity(st.units.get(field, ""), binary=isinstance(value, bool))
+                entity = Entity(st.units.get(field, ""), binary=isinstance(value, bool), text=isinstance(value, str))
                 old = self._entities.get((st.sensor, field))
                 if old != entity:
                     if old is not None and old.binary != entity.binary:
@@ -391,7 +393,7 @@ class MqttOutput:
             config["value_template"] = f"{{{{ 'ON' if {expr} else 'OFF' }}}}"
             return config
         config["value_template"] = f"{{{{ {expr} }}}}"
-        if entity.unit:
+        if entity.unit and not entity.text:
             unit, device_class, state_class = UNIT_CLASSES.get(entity.unit, (entity.unit, None, "measurement"))
             if entity.unit == "%":
                 words = re.split(r"[^a-z0-9]+", field.lower())
