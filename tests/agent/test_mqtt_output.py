@@ -136,6 +136,7 @@ def test_discovery_is_retained_and_states_match_the_readings(
     assert temperature["default_entity_id"] == f"sensor.{NODE}_air_temperature"
     assert temperature["availability_topic"] == f"{PREFIX}/status"
     assert temperature["device"]["identifiers"] == [NODE]
+    assert temperature["device"]["name"] == NODE
     classes = {t.split("/")[3]: (c.get("device_class"), c.get("unit_of_measurement"), c.get("state_class"))
                for t, c in configs.items()}
     assert classes == {

@@ -383,7 +383,7 @@ class MqttOutput:
             "payload_not_available": "offline",
             "device": {
                 "identifiers": [self.node],
-                "name": self.node,
+                "name": self.settings.node_id or socket.gethostname(),
                 "manufacturer": "Fieldstation",
                 "model": "fieldstation agent",
                 "sw_version": __version__,
