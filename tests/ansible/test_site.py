@@ -4,6 +4,11 @@ build does), twice (the second run changes nothing), then that root booted with 
 Grafana's package comes from Grafana's repository, which a build machine cannot reach: the inventory sets
 grafana_install: false, so the role writes its configuration and renders the provisioning but installs nothing.
 Everything else installs and runs.
+
+The root is also a fleet's central server (in the ``central`` group as well, as a small lab runs it): site.yml's
+central play gives it VictoriaMetrics behind vmauth for a station ``plant-a`` (never contacted: no play targets the
+``stations`` group), and its Grafana renders the station's provisioning and the fleet's together. The central server
+alone, its Grafana in the fleet-only mode and vmauth's writes are tests/ansible/test_central.py's.
 """
 
 from __future__ import annotations
@@ -18,7 +23,17 @@ from pathlib import Path
 
 import pytest
 
-from harness.rootfs import Booted, PlaybookResult, boot, fresh_root, log, remove_root, requires_rootfs, run_playbook
+from harness.rootfs import (
+    Booted,
+    PlaybookResult,
+    boot,
+    fresh_root,
+    log,
+    remove_root,
+    requires_rootfs,
+    run_playbook,
+    write_inventory,
+)
 
 pytestmark = [requires_rootfs, pytest.mark.timeout(2400)]
 
@@ -75,7 +90,27 @@ def inventory(tmp: Path) -> dict[str, object]:
         "grafana_client_orgs": True,
         "grafana_client_logins": [{"client": "acme", "login": "alice", "email": "alice@acme.example",
                                    "password": CLIENT_PASSWORDS["alice"]}],
+        # The central server's: its certificate handed to the controller here, plant-a's vmauth password (set on
+        # plant-a by site_inventory; kept here so the preview's leak check covers it).
+        "central_tls_names": ["localhost"],
+        "central_tls_controller_copy": str(tmp / "central.crt"),
+        "plant_a_central_password": STATION_CENTRAL_PASSWORD,
     }
+
+
+STATION_CENTRAL_PASSWORD = "pl4nt-a-Central-pw"
+
+
+def site_inventory(tmp: Path, root: Path, host_vars: dict[str, object], name: str) -> Path:
+    """The root in ``fieldstation`` and in ``central``; ``plant-a`` (its one station) only in ``stations``."""
+    path = write_inventory(tmp / f"{name}.yml", root, host_vars)
+    inv = json.loads(path.read_text())
+    inv["all"]["children"] |= {
+        "central": {"hosts": {"rootfs": {}}},
+        "stations": {"hosts": {"plant-a": {"agent_central_password": host_vars["plant_a_central_password"]}}},
+    }
+    path.write_text(json.dumps(inv, indent=2) + "\n")
+    return path
 
 
 def is_secret(key: str) -> bool:
@@ -114,13 +149,15 @@ def station(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Station]:
     tmp = tmp_path_factory.mktemp("site")
     root = fresh_root(tmp)
     inv = inventory(tmp)
-    log("site.yml, first run into the root filesystem")
-    first = run_playbook(root, inv, workdir=tmp)
+    path = site_inventory(tmp, root, inv, "inventory")
+    log("site.yml, first run into the root filesystem (a station and its fleet's central server)")
+    first = run_playbook(root, inventory=path, workdir=tmp)
     first.assert_ok()
     log("site.yml, second run: must change nothing")
-    second = run_playbook(root, inv, workdir=tmp)
+    second = run_playbook(root, inventory=path, workdir=tmp)
     log("site.yml --check --diff with a new vault: a preview that must print no secret, old or new")
-    preview = run_playbook(root, rotated(inv), extra_args=["--check", "--diff"], workdir=tmp)  # type: ignore[arg-type]
+    new_vault = site_inventory(tmp, root, rotated(inv), "inventory-rotated")  # type: ignore[arg-type]
+    preview = run_playbook(root, inventory=new_vault, extra_args=["--check", "--diff"], workdir=tmp)
     booted = boot(root, timeout=180)
     try:
         yield Station(root, first, second, preview, secrets_of(inv) | secrets_of(rotated(inv)), booted)
@@ -146,7 +183,8 @@ def test_check_diff_previews_a_new_vault_without_printing_a_secret(station: Stat
     "unit",
     ["fieldstation-agent.service", "influxdb.service", "fieldstation-influx-setup.service", "nut-server.service",
      "nut-monitor.service", "nftables.service", "ssh.service", "avahi-daemon.service",
-     "fieldstation-simulate.service", "fieldstation-grafana.path", "fieldstation-upload.service"],
+     "fieldstation-simulate.service", "fieldstation-grafana.path", "fieldstation-upload.service",
+     "victoria-metrics.service", "vmauth.service"],
 )
 def test_units_are_enabled_and_running(station: Station, unit: str) -> None:
     b = station.booted
@@ -209,12 +247,13 @@ def test_nut_answers_through_dummy_ups(station: Station) -> None:
 
 
 def test_the_firewall_follows_the_services(station: Station) -> None:
-    """The inventory lists no port: Grafana (enabled) and the upload endpoint (a source with a token) open their own;
-    upsd and InfluxDB listen on loopback only, so theirs stay closed."""
+    """The inventory lists no port: Grafana (enabled), the upload endpoint (a source with a token) and vmauth (the
+    central server's station port) open their own; upsd, InfluxDB and VictoriaMetrics listen on loopback only, so
+    theirs stay closed."""
     rules = station.booted.run(["nft", "list", "ruleset"]).stdout
     assert "policy drop" in rules
     accepted = {int(p) for p in re.findall(r"tcp dport (\d+) accept", rules)}
-    assert accepted == {22, 3000, 8080}, rules
+    assert accepted == {22, 3000, 8080, 8427}, rules
 
 
 def test_sshd_takes_keys_only_and_no_root(station: Station) -> None:
@@ -255,6 +294,12 @@ def test_grafana_provisioning_is_rendered_even_without_the_package(station: Stat
         station.root / "etc/default/grafana-server").read_text()
     grafana_toml = (station.root / "etc/fieldstation/grafana.toml").read_text()
     assert "organizations = true" in grafana_toml and 'database = "client_acme"' in grafana_toml
+    # A station that is also the fleet's central server: its own provisioning and the fleet's together.
+    assert (prov / "dashboards/fieldstation/fieldstation-fleet.json").exists()
+    datasources = (prov / "datasources/fieldstation.yaml").read_text()
+    assert "type: influxdb" in datasources and "type: prometheus" in datasources
+    assert "url: http://127.0.0.1:8428" in datasources
+    assert "fleet_only = false" in grafana_toml and "[fleet]" in grafana_toml
     rendered = "".join(p.read_text() for p in prov.rglob("*.yaml"))
     assert CLIENT_PASSWORDS["acme"] not in rendered and "fs-client-acme" not in rendered  # no organization yet
     log("skipped: installing grafana itself (Grafana's apt repository is unreachable from a build machine)")
