@@ -114,6 +114,7 @@ class Mosquitto:
         finally:
             client.disconnect()
             client.loop_stop()
+            client._reset_sockets()  # loop_start()'s socket pair, else left to Client.__del__ (paho-mqtt 2.2)
 
 
 @pytest.fixture

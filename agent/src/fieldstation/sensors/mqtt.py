@@ -336,7 +336,12 @@ class _Connection:
         self.client.disconnect()
         # loop_stop joins paho's thread, which may sleep up to a second in its reconnect backoff: not on the
         # caller's time (close() runs within the scheduler's timeout).
-        threading.Thread(target=self.client.loop_stop, name=f"mqtt-stop {self.where}", daemon=True).start()
+        threading.Thread(target=self._loop_stop, name=f"mqtt-stop {self.where}", daemon=True).start()
+
+    def _loop_stop(self) -> None:
+        self.client.loop_stop()
+        # loop_start() opened a socket pair to wake paho's thread, which only Client.__del__ closes (paho-mqtt 2.2).
+        self.client._reset_sockets()
 
 
 _connections: dict[tuple[str, int, str | None], _Connection] = {}

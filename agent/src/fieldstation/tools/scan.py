@@ -350,6 +350,7 @@ def scan_mqtt(broker: str, port: int, seconds: float) -> Section:
     finally:
         client.disconnect()
         client.loop_stop()
+        client._reset_sockets()  # loop_start()'s socket pair, else left to Client.__del__ (paho-mqtt 2.2)
     with lock:
         topics = dict(seen)
     if not topics:
