@@ -71,19 +71,7 @@ def rule(  # noqa: PLR0917 -- uid, title, query, window, reducer, condition: the
                     "maxDataPoints": 43200,
                 },
             },
-            {
-                "refId": "B",
-                "datasourceUid": "__expr__",
-                "model": {
-                    "refId": "B",
-                    "type": "reduce",
-                    "expression": "A",
-                    "reducer": reducer,
-                    "settings": {"mode": "dropNN"},
-                    "datasource": EXPR,
-                },
-            },
-            {"refId": "C", "datasourceUid": "__expr__", "model": _condition(condition)},
+            *expression_steps(reducer, condition),
         ],
         "noDataState": no_data,
         "execErrState": "Error",
@@ -98,6 +86,16 @@ def rule(  # noqa: PLR0917 -- uid, title, query, window, reducer, condition: the
             "link": link,
         },
     }
+
+
+def expression_steps(reducer: str, condition: str | tuple[str, float]) -> list[dict[str, Any]]:
+    """What every rule of ours evaluates after its query A: B reduces A (nulls dropped), C is the condition on B."""
+    reduce = {"refId": "B", "type": "reduce", "expression": "A", "reducer": reducer, "settings": {"mode": "dropNN"},
+              "datasource": EXPR}
+    return [
+        {"refId": "B", "datasourceUid": "__expr__", "model": reduce},
+        {"refId": "C", "datasourceUid": "__expr__", "model": _condition(condition)},
+    ]
 
 
 def _condition(condition: str | tuple[str, float]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from fieldstation.grafana import panels as p
+from fieldstation.grafana.alerting import expression_steps
 from fieldstation.grafana.settings import GrafanaSettings, seconds
 
 DATASOURCE_UID = "fieldstation-victoriametrics"
@@ -167,29 +168,7 @@ def silent_rule(gs: GrafanaSettings) -> dict[str, Any]:
                 "datasourceUid": DATASOURCE_UID,
                 "model": {"refId": "A", "expr": expr, "instant": True, "intervalMs": 1000, "maxDataPoints": 43200},
             },
-            {
-                "refId": "B",
-                "datasourceUid": "__expr__",
-                "model": {
-                    "refId": "B",
-                    "type": "reduce",
-                    "expression": "A",
-                    "reducer": "last",
-                    "settings": {"mode": "dropNN"},
-                    "datasource": {"type": "__expr__", "uid": "__expr__"},
-                },
-            },
-            {
-                "refId": "C",
-                "datasourceUid": "__expr__",
-                "model": {
-                    "refId": "C",
-                    "type": "threshold",
-                    "expression": "B",
-                    "conditions": [{"evaluator": {"type": "gt", "params": [limit]}}],
-                    "datasource": {"type": "__expr__", "uid": "__expr__"},
-                },
-            },
+            *expression_steps("last", ("gt", limit)),
         ],
         "noDataState": "Alerting",
         "execErrState": "Error",
