@@ -277,3 +277,62 @@ def test_what_the_drivers_return_is_what_they_declare() -> None:
     assert set(pi.read()) <= set(pi.declared_fields())  # this machine's /proc and /sys
     sim = Simulated(name="s", fields=["a", "b"])
     assert set(process(sim, sim._sample("none", sim._run), T).readings[0].fields) == {"a", "b"}
+
+
+def test_a_plan_kept_across_reads_still_checks_every_value() -> None:
+    """The scheduler keeps one Plan per sensor (issue 19): names found valid are remembered, values never are."""
+    from fieldstation.sensor import Plan
+
+    s = Thermo(name="t", unit="V")
+    plan = Plan(s)
+    assert process(s, {"a": 1.0}, T, plan).readings[0].fields == {"a": 1.0}
+    assert process(s, {"a": math.inf}, T, plan).invalid == ["field 'a' is inf"]
+    assert "field 'a' is a string of over 65536 bytes" in process(s, {"a": "x" * 65537}, T, plan).invalid[0]
+    assert process(s, {"time": 1.0}, T, plan).invalid == ["field name 'time' is reserved by InfluxDB"]
+    assert process(s, {"a": 2}, T, plan).readings[0].fields == {"a": 2.0}  # an int, as a float like before
+    assert plan.checked == {"a"}
+
+
+def test_a_plan_remembers_a_bounded_number_of_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A driver inventing field names on every read does not grow the plan: beyond the bound, names are checked
+    each time."""
+    from fieldstation import sensor
+    from fieldstation.sensor import Plan
+
+    monkeypatch.setattr(sensor, "MAX_CHECKED_NAMES", 5)
+    s = Thermo(name="t")
+    plan = Plan(s)
+    for i in range(20):
+        assert process(s, {f"f{i}": 1.0}, T, plan).readings[0].fields == {f"f{i}": 1.0}
+    assert len(plan.checked) == 5
+
+
+def test_each_reading_has_tags_of_its_own() -> None:
+    """A driver adding a tag to one reading (the mqtt driver's topic) does not add it to the next."""
+    from fieldstation.sensor import Plan
+
+    s = Thermo(name="t", unit="V", tags={"room": "lab"})
+    plan = Plan(s)
+    first = process(s, 1.0, T, plan).readings[0]
+    first.tags["topic"] = "a/b"
+    second = process(s, 2.0, T, plan).readings[0]
+    assert second.tags == {"room": "lab", "sensor": "t", "unit": "V"}
+    assert second.to_line() == f"thermo,room=lab,sensor=t,unit=V value=2.0 {T}"
+
+
+def test_a_float_subclass_is_stored_as_a_float() -> None:
+    class Celsius(float):
+        def __repr__(self) -> str:
+            return "np.float64(21.5)"
+
+    (r,) = process(Thermo(name="t"), {"value": Celsius(21.5)}, T).readings
+    assert type(r.fields["value"]) is float and r.to_line() == f"thermo,sensor=t value=21.5 {T}"
+
+
+def test_private_attributes_are_read_past_pydantic_s_slow_path() -> None:
+    s = Simulated(name="s")
+    assert s._invalid is False and s._run.n == 0
+    with pytest.raises(AttributeError, match="'Simulated' object has no attribute '_nope'"):
+        _ = s._nope
+    with pytest.raises(AttributeError, match="'Simulated' object has no attribute 'nope'"):
+        _ = s.nope

@@ -131,7 +131,9 @@ class Agent:
     def _emit(self, readings: list[Reading]) -> None:
         if self.mqtt_output is not None:
             self.mqtt_output.put(readings)
-        readings = readings + self.energy.readings(readings)
+        energy = self.energy.readings(readings)
+        if energy:
+            readings = readings + energy
         lines = [r.to_line() for r in readings]
         with self._lock:
             self._pending.extend(lines)

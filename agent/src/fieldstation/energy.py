@@ -114,6 +114,8 @@ class EnergyAccounting:
 
     def readings(self, readings: list[Reading]) -> list[Reading]:
         out: list[Reading] = []
+        if not self.counters:  # most stations: nothing to look at in every reading
+            return out
         for r in readings:
             if r.tags.get("unit") != "kWh":
                 continue

@@ -121,22 +121,29 @@ class Reading:
 
 
 def _field(value: FieldValue) -> str:
+    if value.__class__ is float and value - value == 0.0:  # the common case first: a finite float
+        return repr(value)
     # bool before int: bool is a subclass of int.
     if isinstance(value, bool):
         return "true" if value else "false"
+    # By the builtin's own repr: a subclass's repr may be anything (numpy 2's float64 is "np.float64(1.5)").
     if isinstance(value, int):
-        return f"{value}i"
+        return f"{int.__repr__(value)}i"
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError(f"field value {value!r} is not a finite number")
-        return repr(value)
+            raise ValueError(f"field value {float.__repr__(value)} is not a finite number")
+        return float.__repr__(value)
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
 
 
-def encode_line(measurement: str, tags: dict[str, str], fields: dict[str, FieldValue], time_ns: int) -> str:
-    if not fields:
-        raise ValueError(f"reading for {measurement!r} has no fields")
+#: Encoded ``measurement,tags`` by their raw form: readings of one sensor repeat the same few. Bounded, since tags
+#: may come from data (a dropped file's columns); beyond the bound a prefix is encoded afresh each time.
+_PREFIXES: dict[tuple[object, ...], str] = {}
+MAX_PREFIXES = 16384
+
+
+def _prefix(measurement: str, tags: dict[str, str]) -> str:
     parts = [_measurement(measurement)]
     # Sorted tags are what InfluxDB recommends for write performance, and make output deterministic.
     for key in sorted(tags):
@@ -144,8 +151,20 @@ def encode_line(measurement: str, tags: dict[str, str], fields: dict[str, FieldV
         if value == "":
             continue  # line protocol has no empty tag values
         parts.append(f"{_tag(key)}={_tag(value)}")
-    field_set = ",".join(f"{_tag(k)}={_field(v)}" for k, v in fields.items())
-    return f"{','.join(parts)} {field_set} {time_ns}"
+    return ",".join(parts)
+
+
+def encode_line(measurement: str, tags: dict[str, str], fields: dict[str, FieldValue], time_ns: int) -> str:
+    if not fields:
+        raise ValueError(f"reading for {measurement!r} has no fields")
+    key = (measurement, *tags.items())
+    prefix = _PREFIXES.get(key)
+    if prefix is None:
+        prefix = _prefix(measurement, tags)
+        if len(_PREFIXES) < MAX_PREFIXES:
+            _PREFIXES[key] = prefix
+    field_set = ",".join([f"{_tag(k)}={_field(v)}" for k, v in fields.items()])
+    return f"{prefix} {field_set} {time_ns}"
 
 
 #: A spooled line may start with a route: ``@rp=files;db=client_acme <line protocol>``. It sends the point to another

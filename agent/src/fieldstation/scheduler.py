@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fieldstation.reading import Reading
-from fieldstation.sensor import Processed, Sensor, process
+from fieldstation.sensor import Plan, Processed, Sensor, process
 
 log = logging.getLogger("fieldstation.scheduler")
 
@@ -65,11 +65,12 @@ def one_line(exc: BaseException) -> str:
     return f"{name}: {msg}" if msg else name
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class SensorState:
     """What the scheduler knows about one sensor; also the source of the agent's health readings."""
 
     sensor: Sensor
+    plan: Plan = field(init=False)  # the sensor's options as process() needs them, taken once
     reads: int = 0
     errors: int = 0
     timeouts: int = 0
@@ -89,6 +90,9 @@ class SensorState:
     fast: bool = False  # an async driver: try each read inline first
     reading: bool = False  # a read of it runs as a Task: its slot's ticks skip it until that ends
     phase: float = 0.0  # seconds after the scheduler's start of this sensor's tick 0
+
+    def __post_init__(self) -> None:
+        self.plan = Plan(self.sensor)
 
     def is_stale(self, now: float) -> bool:
         since = self.last_ok if self.last_ok is not None else self.started
@@ -136,10 +140,10 @@ def is_async(sensor: Sensor) -> bool:
     return inspect.iscoroutinefunction(type(sensor).read)
 
 
-def _process_safely(sensor: Sensor, raw: Any, time_ns: int) -> Processed:
+def _process_safely(st: SensorState, raw: Any, time_ns: int) -> Processed:
     """``process``, with a return it cannot make sense of (a mapping whose items() raises) as one invalid entry."""
     try:
-        return process(sensor, raw, time_ns)
+        return process(st.sensor, raw, time_ns, st.plan)
     except Exception as exc:
         return Processed(invalid=[f"read() returned {type(raw).__name__} that cannot be read: {one_line(exc)}"])
 
@@ -381,7 +385,7 @@ class Scheduler:
     def _read_blocking(st: SensorState, time_ns: int) -> tuple[Any, Processed]:
         """On the bus thread: read, then make readings of what was read (never raises for what it returned)."""
         raw = st.sensor.read()
-        return raw, _process_safely(st.sensor, raw, time_ns)
+        return raw, _process_safely(st, raw, time_ns)
 
     def _failed(self, st: SensorState, exc: BaseException) -> None:
         st.errors += 1
@@ -411,7 +415,7 @@ class Scheduler:
         st.last_latency = latency
         st.latency_total += latency
         if processed is None:
-            processed = _process_safely(st.sensor, raw, time_ns)
+            processed = _process_safely(st, raw, time_ns)
         st.out_of_range += processed.out_of_range
         if processed.invalid:
             st.invalid += len(processed.invalid)
